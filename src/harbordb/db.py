@@ -1,0 +1,165 @@
+"""URL normalisation, the engine factory and `Database`.
+
+Every engine harbordb builds is safe behind a transaction pooler: asyncpg's
+statement cache and SQLAlchemy's prepared-statement cache are both off, and no
+server setting that PgBouncer rejects at connect time is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from harbordb.config import Pooler, Settings, check_pooler
+from harbordb.errors import ConfigurationError
+
+_SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg"}
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a PostgreSQL URL and point it at asyncpg.
+
+    Accepts ``postgres://``, ``postgresql://`` and ``postgresql+asyncpg://``;
+    translates libpq's ``sslmode`` to asyncpg's ``ssl``. Errors never echo the
+    URL, since it may carry a password.
+    """
+    if isinstance(url, str):
+        if not url.strip():
+            raise ConfigurationError("database URL is empty")
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            raise ConfigurationError(
+                "database URL is malformed: expected postgresql://user:password@host:port/dbname"
+            ) from None
+    else:
+        parsed = url
+    if parsed.drivername not in _SCHEMES:
+        raise ConfigurationError(
+            f"database URL scheme {parsed.drivername!r} is not supported: harbordb speaks to "
+            "PostgreSQL through asyncpg (use postgresql:// or postgresql+asyncpg://)"
+        )
+    if not parsed.database:
+        raise ConfigurationError("database URL names no database (expected .../dbname)")
+    query = dict(parsed.query)
+    if "sslmode" in query:
+        mode = query.pop("sslmode")
+        if mode not in _SSLMODES:
+            raise ConfigurationError(
+                f"sslmode {mode!r} is not one of {', '.join(sorted(_SSLMODES))}"
+            )
+        query["ssl"] = mode
+    # SQLAlchemy's own cache of prepared statements: off, so that a transaction
+    # pooler never routes a cached statement name to a server that lacks it.
+    query["prepared_statement_cache_size"] = "0"
+    return parsed.set(drivername="postgresql+asyncpg", query=query)
+
+
+def safe_url(url: URL) -> str:
+    """The URL with its password masked, for logs and reprs."""
+    return url.render_as_string(hide_password=True)
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """An `AsyncEngine` configured for `settings.pooler`."""
+    if not settings.database_url:
+        raise ConfigurationError(
+            "no database URL: pass one to Database() or set HARBORDB_DATABASE_URL (or DATABASE_URL)"
+        )
+    url = normalize_url(settings.database_url)
+    options: dict[str, Any] = {
+        # Bound values (which may be secrets) stay out of error messages and logs.
+        "hide_parameters": True,
+        "connect_args": {
+            # asyncpg's own statement cache: off (named prepared statements break
+            # behind a transaction pooler). Timeouts are set per transaction with
+            # SET LOCAL, never as startup parameters, which PgBouncer refuses.
+            "statement_cache_size": 0,
+            "server_settings": {"application_name": settings.application_name},
+        },
+    }
+    if settings.pooler == "external":
+        # The pooler pools; a second pool here would pin its server connections.
+        return create_async_engine(url, poolclass=NullPool, **options)
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_recycle=settings.pool_recycle,
+        pool_timeout=settings.pool_timeout,
+        **options,
+    )
+
+
+class Database:
+    """Owns one engine and its session factory; use as an async context manager.
+
+    >>> async with Database("postgresql://app@db/harbor") as db:
+    ...     async with db.session() as session: ...
+
+    Arguments win over the environment (`Settings.from_env`), read once here.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        pooler: Pooler | None = None,
+        settings: Settings | None = None,
+        environ: Mapping[str, str] | None = None,
+        **pool_options: Any,
+    ) -> None:
+        if pooler is not None:
+            check_pooler(pooler)
+        base = settings or Settings.from_env(environ)
+        overrides = {"database_url": url, "pooler": pooler, **pool_options}
+        unknown = set(pool_options) - {
+            "application_name",
+            "pool_size",
+            "max_overflow",
+            "pool_recycle",
+            "pool_timeout",
+        }
+        if unknown:
+            raise ConfigurationError(f"unknown Database option(s): {', '.join(sorted(unknown))}")
+        self.settings = Settings(
+            **{**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
+        )
+        self.engine: AsyncEngine = create_engine(self.settings)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+
+    def session(self) -> AsyncSession:
+        """A new `AsyncSession` (objects stay readable after commit)."""
+        return self.sessionmaker()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({safe_url(self.engine.url)!r}, pooler={self.settings.pooler!r})"

@@ -1,0 +1,152 @@
+"""Count the statements an engine sends, and spot relationship loads per parent row.
+
+    async with Database(url) as db:
+        with count_queries(db) as queries:
+            await load_catalog(db)
+        assert queries.count == 3
+
+`assert_max_queries(db, 3)` fails with the list of statements when more were
+sent. The counter sees every statement sent through the engine while it is
+open, from any task: count single-task code, or expect the sum.
+
+A relationship load "from an already-loaded parent" is one SQLAlchemy runs
+for a single parent object after the parent query returned: lazy loads,
+`immediateload`, and `await obj.awaitable_attrs.rel`. Load plans
+(`selectinload`, `joinedload`) do not produce them. Each is recorded with the
+attribute and the first frame of calling code outside SQLAlchemy and harbordb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Protocol
+
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import ORMExecuteState, RelationshipProperty, Session
+
+# Frames from these packages are never "the caller" of a relationship load.
+_IGNORED_DIRS = tuple(
+    os.path.dirname(path) + os.sep
+    for path in (sqlalchemy.__file__, asyncio.__file__, __file__)
+    if path is not None
+)
+
+
+class _HasEngine(Protocol):
+    engine: AsyncEngine
+
+
+@dataclass(frozen=True)
+class RelationshipLoad:
+    """One relationship loaded for one parent object."""
+
+    attribute: str  # "Customer.orders"
+    location: str  # "app/views.py:42", or "<unknown>"
+
+
+@dataclass
+class QueryCounter:
+    """What an engine did while the counter was open."""
+
+    statements: list[str] = field(default_factory=list)
+    relationship_loads: list[RelationshipLoad] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    def loads_by_attribute(self) -> Counter[str]:
+        return Counter(load.attribute for load in self.relationship_loads)
+
+    def report(self) -> str:
+        lines = [f"{self.count} statement(s):"]
+        lines += [f"  {i}. {' '.join(sql.split())}" for i, sql in enumerate(self.statements, 1)]
+        if self.relationship_loads:
+            lines.append(f"{len(self.relationship_loads)} per-parent relationship load(s):")
+            lines += [f"  {load.attribute} at {load.location}" for load in self.relationship_loads]
+        return "\n".join(lines)
+
+
+def _sync_engine(target: AsyncEngine | Engine | _HasEngine) -> Engine:
+    if isinstance(target, Engine):
+        return target
+    if isinstance(target, AsyncEngine):
+        return target.sync_engine
+    return target.engine.sync_engine
+
+
+def caller_location() -> str:
+    """The innermost frame of user code, found through the running task's stack.
+
+    ORM loads run inside a greenlet whose Python stack does not reach the code
+    that awaited; the asyncio task's coroutine stack does.
+    """
+    frames: list[FrameType] = []
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    if task is not None:
+        frames = list(reversed(task.get_stack()))
+    for frame in frames:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_IGNORED_DIRS):
+            return f"{filename}:{frame.f_lineno}"
+    return "<unknown>"
+
+
+def relationship_attribute(state: ORMExecuteState) -> str | None:
+    """`Class.attribute` when this execution loads a relationship for one parent."""
+    if not state.is_relationship_load or state.lazy_loaded_from is None:
+        return None
+    path = state.loader_strategy_path
+    prop = path[-1] if path is not None and len(path) else None
+    if isinstance(prop, RelationshipProperty):
+        return f"{prop.parent.class_.__name__}.{prop.key}"
+    return f"{state.lazy_loaded_from.class_.__name__}.<relationship>"
+
+
+@contextmanager
+def count_queries(target: AsyncEngine | Engine | _HasEngine) -> Iterator[QueryCounter]:
+    """Record statements sent through `target` (an engine or a `Database`)."""
+    engine = _sync_engine(target)
+    counter = QueryCounter()
+
+    def on_cursor(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        counter.statements.append(statement)
+
+    def on_orm_execute(state: ORMExecuteState) -> None:
+        bind = state.session.get_bind()
+        if getattr(bind, "engine", bind) is not engine:
+            return
+        attribute = relationship_attribute(state)
+        if attribute is not None:
+            counter.relationship_loads.append(RelationshipLoad(attribute, caller_location()))
+
+    event.listen(engine, "before_cursor_execute", on_cursor)
+    event.listen(Session, "do_orm_execute", on_orm_execute)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", on_cursor)
+        event.remove(Session, "do_orm_execute", on_orm_execute)
+
+
+@contextmanager
+def assert_max_queries(
+    target: AsyncEngine | Engine | _HasEngine, limit: int
+) -> Iterator[QueryCounter]:
+    """Fail with the statement list if more than `limit` statements are sent."""
+    with count_queries(target) as counter:
+        yield counter
+    if counter.count > limit:
+        raise AssertionError(f"expected at most {limit} statement(s), got {counter.report()}")

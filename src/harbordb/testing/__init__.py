@@ -1,0 +1,1 @@
+"""Test and benchmark support: throwaway PostgreSQL and PgBouncer servers (see ``cluster``)."""

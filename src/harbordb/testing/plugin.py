@@ -1,0 +1,108 @@
+"""pytest fixtures: a real PostgreSQL (and PgBouncer) for a service's test suite.
+
+Enable with ``pytest_plugins = ["harbordb.testing.plugin"]`` in a conftest.
+
+- `pg_cluster`: a throwaway embedded PostgreSQL, or the server named by
+  ``HARBORDB_TEST_DATABASE_URL``.
+- `migrated_url`: that database with the Alembic schema at head, built once.
+- `pgbouncer`: a real PgBouncer in transaction mode in front of it. Skipped
+  with instructions when the binary is missing; under ``CI=true`` that fails.
+- `database` / `pooled_database`: `Database` direct / through PgBouncer.
+- `db_session`: an `AsyncSession` inside an outer transaction that is rolled
+  back after the test; the code under test may commit (savepoints).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from harbordb.db import Database
+from harbordb.testing.cluster import (
+    PgBouncer,
+    PostgresCluster,
+    find_pgbouncer,
+    start_pgbouncer,
+    start_postgres,
+)
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def alembic_config(url: str, ini: Path | None = None) -> Config:
+    """Alembic config for `url` (``HARBORDB_ALEMBIC_INI``, else ./alembic.ini)."""
+    path = ini or Path(os.environ.get("HARBORDB_ALEMBIC_INI", "alembic.ini"))
+    config = Config(str(path))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["configure_logging"] = False
+    return config
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    url = os.environ.get("HARBORDB_TEST_DATABASE_URL")
+    if url:
+        yield PostgresCluster(url=url, admin_url=url, socket_dir=None)
+        return
+    cluster = start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def migrated_url(pg_cluster: PostgresCluster) -> str:
+    command.upgrade(alembic_config(pg_cluster.url), "head")
+    return pg_cluster.url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(
+    migrated_url: str, pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgBouncer]:
+    if find_pgbouncer() is None:
+        message = (
+            "PgBouncer is not installed: apt-get install pgbouncer (Debian/Ubuntu) "
+            "or put pgbouncer on PATH"
+        )
+        if IN_CI:
+            pytest.fail(message + " (CI=true: pooler tests may not be skipped)")
+        pytest.skip(message)
+    bouncer = start_pgbouncer(pg_cluster, tmp_path_factory.mktemp("pgbouncer"), pool_size=4)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+async def database(migrated_url: str) -> AsyncIterator[Database]:
+    async with Database(migrated_url, pooler="none", pool_size=10) as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+async def pooled_database(pgbouncer: PgBouncer) -> AsyncIterator[Database]:
+    async with Database(pgbouncer.url, pooler="external") as db:
+        yield db
+
+
+@pytest.fixture
+async def db_session(database: Database) -> AsyncIterator[AsyncSession]:
+    async with database.engine.connect() as connection:
+        transaction = await connection.begin()
+        session = AsyncSession(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        try:
+            yield session
+        finally:
+            await session.close()
+            await transaction.rollback()
