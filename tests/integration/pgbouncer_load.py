@@ -20,7 +20,9 @@ from sqlalchemy.pool import NullPool
 from harbordb import Database
 from harbordb.models import ReservationStatus
 
-STATUS = Enum(ReservationStatus, name="reservation_status", values_callable=lambda e: [m.value for m in e])
+STATUS = Enum(
+    ReservationStatus, name="reservation_status", values_callable=lambda e: [m.value for m in e]
+)
 
 
 async def transaction(engine: AsyncEngine, task: int, n: int) -> None:
@@ -47,7 +49,8 @@ async def main(url: str, mode: str, tasks: int, transactions: int) -> dict[str, 
         engine = db.engine
     else:
         db = None
-        engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1), poolclass=NullPool)
+        driver_url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        engine = create_async_engine(driver_url, poolclass=NullPool)
     errors: list[str] = []
     ok = 0
 

@@ -24,9 +24,9 @@ async def test_application_name_is_set_and_no_timeouts_at_connect(database: Data
 
 
 async def test_application_name_is_configurable(migrated_url: str) -> None:
-    async with Database(migrated_url, application_name="catalog-api") as db:
-        async with db.engine.connect() as conn:
-            assert await conn.scalar(text("SHOW application_name")) == "catalog-api"
+    db = Database(migrated_url, application_name="catalog-api")
+    async with db, db.engine.connect() as conn:
+        assert await conn.scalar(text("SHOW application_name")) == "catalog-api"
 
 
 async def test_session_objects_stay_readable_after_commit(database: Database) -> None:

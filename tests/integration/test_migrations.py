@@ -34,9 +34,12 @@ async def scratch_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
 
 
 def _dsn(url: str) -> str:
-    return normalize_url(url).set(drivername="postgresql").difference_update_query(
-        ["prepared_statement_cache_size"]
-    ).render_as_string(hide_password=False)
+    return (
+        normalize_url(url)
+        .set(drivername="postgresql")
+        .difference_update_query(["prepared_statement_cache_size"])
+        .render_as_string(hide_password=False)
+    )
 
 
 async def _on_connection(url: str, action: object) -> object:
@@ -105,4 +108,3 @@ def test_migrations_read_the_url_from_the_environment(
     config.attributes["configure_logging"] = False
     command.upgrade(config, "head")
     command.downgrade(config, "base")
-

@@ -38,7 +38,7 @@ def test_urls_are_normalised_to_asyncpg(raw: str, expected: str) -> None:
         ("not a url", "malformed"),
         (f"postgresql://app:{SECRET}@db:notaport/harbor", "malformed"),
         (f"mysql://app:{SECRET}@db/harbor", "'mysql' is not supported"),
-        (f"sqlite:///harbor.db", "'sqlite' is not supported"),
+        ("sqlite:///harbor.db", "'sqlite' is not supported"),
         (f"postgresql+psycopg://app:{SECRET}@db/harbor", r"'postgresql\+psycopg' is not supported"),
         (f"postgresql://app:{SECRET}@db", "names no database"),
         (f"postgresql://app:{SECRET}@db/harbor?sslmode=bogus", "sslmode 'bogus'"),
