@@ -1,26 +1,197 @@
-"""The Harbor Commerce repositories (work in progress)."""
+"""The Harbor Commerce repositories: the reads and writes services use.
+
+Each takes the unit of work's `AsyncSession`; none commits. Load plans
+(`load`) are the default shape of what comes back: a catalog product carries
+its variants and tags, an order its items with their variants and products.
+"""
 
 from __future__ import annotations
 
-from harbordb.models import Customer, Order, Product, StockReservation, Variant
-from harbordb.repository import Repository
+import builtins
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func
+
+from harbordb.models import (
+    Customer,
+    Order,
+    OrderStatus,
+    Product,
+    ReservationStatus,
+    StockReservation,
+    Tag,
+    Variant,
+)
+from harbordb.pagination import Page, Total
+from harbordb.repository import Ordering, Repository, any_of
 
 
 class CustomerRepository(Repository[Customer]):
     model = Customer
+    upsert_on = ("email",)
+    search_columns = ("email", "name")
+
+    async def by_email(self, email: str) -> Customer | None:
+        """The customer with this exact email, or None. One statement."""
+        found = await self.list(email=email, limit=1)
+        return found[0] if found else None
 
 
 class ProductRepository(Repository[Product]):
+    """Products with their variants and tags; archived ones stay for old orders."""
+
     model = Product
+    load = ("variants", "tags")
+    order_by = ("name",)
+    search_columns = ("name",)
+
+    @staticmethod
+    def live() -> ColumnElement[bool]:
+        """Filter: products on sale (not archived)."""
+        return Product.archived_at.is_(None)
+
+    async def catalog_page(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 50,
+        tag: str | None = None,
+        search: str | None = None,
+        order_by: Ordering | None = None,
+        total: Total = None,
+    ) -> Page[Product]:
+        """A keyset page of live products with variants and tags, by name.
+
+        Three statements (products, variants, tags) whatever the page size,
+        plus one for a `total`. `tag` keeps products with that tag; `search`
+        matches the name (wildcards in it are literal).
+        """
+        filters = [self.live()]
+        if tag is not None:
+            filters.append(Product.tags.any(Tag.name == tag))
+        if search is not None:
+            filters.append(self.matching(search))
+        return await self.page(*filters, after=after, limit=limit, order_by=order_by, total=total)
+
+    async def archive(self, id: int, /) -> Product:
+        """Take a product off sale (idempotent: the first archive time stays). One UPDATE."""
+        return await self.update(id, archived_at=func.coalesce(Product.archived_at, func.now()))
+
+
+class TagRepository(Repository[Tag]):
+    model = Tag
+    order_by = ("name",)
+    upsert_on = ("name",)
 
 
 class VariantRepository(Repository[Variant]):
+    """Variants (SKUs) with their product."""
+
     model = Variant
+    load = ("product",)
+    order_by = ("sku",)
+    upsert_on = ("sku",)
+    search_columns = ("sku", "name")
+
+    async def by_sku(self, sku: str) -> Variant | None:
+        """The variant with this SKU, or None. One statement."""
+        found = await self.list(sku=sku, limit=1)
+        return found[0] if found else None
+
+    async def by_skus(self, skus: Iterable[str]) -> builtins.list[Variant]:
+        """The variants with these SKUs, in the order given; unknown SKUs are left out.
+
+        One statement (``sku = ANY(:skus)``).
+        """
+        wanted = builtins.list(dict.fromkeys(skus))
+        if not wanted:
+            return []
+        by_sku = {v.sku: v for v in await self.list(any_of(Variant.sku, wanted))}
+        return [by_sku[sku] for sku in wanted if sku in by_sku]
+
+    async def adjust_stock(self, id: int, /, delta: int) -> Variant:
+        """Add `delta` (negative to take) to the stock in one UPDATE, race-free.
+
+        Taking more than is in stock raises `CheckViolation`
+        (``ck_variants_stock_qty_non_negative``); a missing variant `NotFound`.
+        """
+        return await self.update(id, stock_qty=Variant.stock_qty + delta)
 
 
 class OrderRepository(Repository[Order]):
+    """Orders with their items, each with its variant and product."""
+
     model = Order
+    load = ("items.variant.product",)
+    order_by = ("-created_at",)
+    search_columns = ("order_ref",)
+
+    async def by_ref(self, order_ref: str) -> Order | None:
+        """The order with this reference, or None. Two statements (order, items)."""
+        found = await self.list(order_ref=order_ref, limit=1)
+        return found[0] if found else None
+
+    async def for_customer(
+        self,
+        customer_id: int,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        status: OrderStatus | None = None,
+    ) -> Page[Order]:
+        """A customer's orders, newest first, keyset-paged. Two statements per page."""
+        equals: dict[str, Any] = {"customer_id": customer_id}
+        if status is not None:
+            equals["status"] = status
+        return await self.page(after=after, limit=limit, **equals)
 
 
 class ReservationRepository(Repository[StockReservation]):
+    """Stock held for checkouts, keyed by (order_ref, variant)."""
+
     model = StockReservation
+    load = ("variant",)
+    order_by = ("expires_at",)
+    upsert_on = ("order_ref", "variant_id")
+
+    @staticmethod
+    def is_active() -> ColumnElement[bool]:
+        """Filter: reservations still holding stock."""
+        return StockReservation.status == ReservationStatus.ACTIVE
+
+    async def for_order(self, order_ref: str) -> builtins.list[StockReservation]:
+        """Every reservation of one checkout, whatever its status. One statement."""
+        return await self.list(order_ref=order_ref)
+
+    async def active(
+        self, *, customer_id: int | None = None, limit: int | None = None
+    ) -> builtins.list[StockReservation]:
+        """Active reservations, soonest to expire first (optionally one customer's)."""
+        equals: dict[str, Any] = {} if customer_id is None else {"customer_id": customer_id}
+        return await self.list(self.is_active(), limit=limit, **equals)
+
+    async def claim_expired(
+        self, *, now: datetime | None = None, limit: int = 100
+    ) -> builtins.list[StockReservation]:
+        """Lock up to `limit` active reservations past their expiry, for a sweeper.
+
+        ``FOR UPDATE OF stock_reservations SKIP LOCKED``: concurrent sweepers
+        each get different rows. `now` defaults to the transaction's time.
+        """
+        deadline = func.now() if now is None else now
+        return await self.list(
+            self.is_active(),
+            StockReservation.expires_at <= deadline,
+            limit=limit,
+            skip_locked=True,
+        )
+
+    async def release(self, order_ref: str) -> int:
+        """Release a checkout's active reservations: one UPDATE; returns how many."""
+        return await self.update_where(
+            self.is_active(),
+            order_ref=order_ref,
+            values={"status": ReservationStatus.RELEASED},
+        )
