@@ -7,13 +7,14 @@ server setting that PgBouncer rejects at connect time is sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, TypeVar, Unpack
 
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -23,6 +24,11 @@ from sqlalchemy.pool import NullPool
 
 from harbordb.config import Pooler, Settings, check_pooler
 from harbordb.errors import ConfigurationError
+from harbordb.nplusone import NPlusOneMode
+from harbordb.retry import run_with_retries
+from harbordb.uow import Duration, IsolationLevel, UnitOfWork, UnitOfWorkOptions
+
+T = TypeVar("T")
 
 _SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg"}
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -146,6 +152,72 @@ class Database:
     def session(self) -> AsyncSession:
         """A new `AsyncSession` (objects stay readable after commit)."""
         return self.sessionmaker()
+
+    def unit_of_work(
+        self,
+        *,
+        read_only: bool = False,
+        statement_timeout: Duration | None = None,
+        lock_timeout: Duration | None = None,
+        isolation_level: IsolationLevel | None = None,
+        claims: Mapping[str, Any] | None = None,
+        role: str | None = None,
+        nplusone: NPlusOneMode | Literal["off"] | None = None,
+        connection: AsyncConnection | None = None,
+    ) -> UnitOfWork:
+        """A `UnitOfWork`: one session and one transaction, committed only on request.
+
+        - `read_only`: the transaction is READ ONLY.
+        - `statement_timeout`, `lock_timeout`: seconds or a timedelta, set LOCAL.
+        - `isolation_level`: "READ COMMITTED" (the server default), "REPEATABLE
+          READ" or "SERIALIZABLE".
+        - `role`: "anon" or "authenticated" (see `harbordb.uow.ROLES`), and
+          `claims`: the JWT payload row-level security reads (``sub``: customer id).
+        - `nplusone`: "raise", "warn" or "off"; None takes `Settings.nplusone`.
+        - `connection`: join this connection's open transaction (tests): the unit of
+          work runs in a SAVEPOINT, and its `commit()` releases the savepoint.
+
+        Options are validated here, before any SQL is sent.
+        """
+        if nplusone is None:
+            nplusone = getattr(self.settings, "nplusone", None)
+        if connection is None:
+            session = self.sessionmaker()
+        elif isolation_level is not None:
+            raise ConfigurationError(
+                "isolation_level cannot be set for a unit of work joining an open transaction"
+            )
+        else:
+            session = AsyncSession(
+                bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+            )
+        return UnitOfWork(
+            session,
+            read_only=read_only,
+            statement_timeout=statement_timeout,
+            lock_timeout=lock_timeout,
+            isolation_level=isolation_level,
+            claims=claims,
+            role=role,
+            nplusone=None if nplusone == "off" else nplusone,
+        )
+
+    async def run(
+        self,
+        fn: Callable[[UnitOfWork], Awaitable[T]],
+        /,
+        *,
+        retries: int = 3,
+        **options: Unpack[UnitOfWorkOptions],
+    ) -> T:
+        """``await fn(uow)`` in a new unit of work, committed when `fn` returns.
+
+        On `Retryable` (serialization failure, deadlock) the whole of `fn` runs
+        again in a new unit of work, up to `retries` more times, after a jittered
+        exponential backoff (`harbordb.retry`). Other errors propagate at once.
+        `options` are those of `unit_of_work`.
+        """
+        return await run_with_retries(lambda: self.unit_of_work(**options), fn, retries=retries)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -7,21 +7,32 @@
     ├── NotFound               a row asked for by key does not exist
     ├── InvalidCursor          a pagination cursor was tampered with or garbled (also a ValueError)
     ├── LazyLoadDetected       the N+1 detector saw relationship loads per parent row
+    ├── UnitOfWorkClosed       a unit of work was used after it ended (also a RuntimeError)
+    ├── AfterCommitError       committed, but an after-commit callback raised
     └── DatabaseError          PostgreSQL refused a statement; `.sqlstate` tells why
         ├── IntegrityError
         │   ├── Conflict               23505 unique violation (`.constraint`)
         │   ├── ForeignKeyViolation    23503
         │   └── CheckViolation         23514
+        ├── PermissionDenied       42501 missing privilege or row-level security refusal
         ├── Retryable              40001 serialization failure, 40P01 deadlock
-        ├── Timeout                57014 statement or lock timeout, query cancelled
+        ├── Timeout                57014 statement timeout or cancel, 55P03 lock timeout
         └── Unavailable            08xxx, 57P01-57P03, a lost connection
+
+    NPlusOneWarning (a UserWarning): what the N+1 detector emits in "warn" mode
 
 Database errors are translated from the SQLSTATE the server sent, never from
 message text. The driver's exception is chained as ``__cause__``. Messages
 name the constraint and the SQLSTATE but never carry bound parameter values.
+Wrap driver calls in `translating()` to get harbordb errors out of them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import DBAPIError
 
 
 class HarborError(Exception):
@@ -42,6 +53,26 @@ class InvalidCursor(HarborError, ValueError):
 
 class LazyLoadDetected(HarborError):
     """Relationships were loaded one parent row at a time (the N+1 pattern)."""
+
+
+class UnitOfWorkClosed(HarborError, RuntimeError):
+    """A unit of work was used after its commit or its end: open a new one."""
+
+
+class AfterCommitError(HarborError):
+    """The transaction committed, but after-commit callbacks raised.
+
+    Every callback ran; `.errors` holds what each failing one raised, the first
+    is chained as ``__cause__``. The data is committed: do not retry the work.
+    """
+
+    def __init__(self, message: str, errors: list[Exception]):
+        super().__init__(message)
+        self.errors = errors
+
+
+class NPlusOneWarning(UserWarning):
+    """The N+1 detector's warning in ``nplusone="warn"`` mode."""
 
 
 class DatabaseError(HarborError):
@@ -69,6 +100,10 @@ class CheckViolation(IntegrityError):
     """A CHECK constraint was violated (23514)."""
 
 
+class PermissionDenied(DatabaseError):
+    """The current role lacks a privilege, or a row-level security policy refused a row (42501)."""
+
+
 class Retryable(DatabaseError):
     """The transaction lost a race (40001 serialization failure, 40P01 deadlock); re-run it."""
 
@@ -85,6 +120,7 @@ _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
     "23505": Conflict,
     "23503": ForeignKeyViolation,
     "23514": CheckViolation,
+    "42501": PermissionDenied,
     "40001": Retryable,
     "40P01": Retryable,
     "57014": Timeout,
@@ -98,40 +134,40 @@ _DESCRIPTIONS: dict[type[DatabaseError], str] = {
     Conflict: "unique constraint violated",
     ForeignKeyViolation: "foreign key constraint violated",
     CheckViolation: "check constraint violated",
+    PermissionDenied: "permission denied",
     Retryable: "transaction conflict, safe to retry",
-    Timeout: "statement timed out or was cancelled",
+    Timeout: "statement timed out, lock timed out or statement cancelled",
     Unavailable: "database connection unavailable",
     IntegrityError: "integrity constraint violated",
     DatabaseError: "database error",
 }
 
 
-def _driver_error(exc: BaseException) -> BaseException | None:
-    """Walk `.orig` and `__cause__` down to the exception that carries a SQLSTATE."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it wraps: SQLAlchemy's `.orig`, else ``__cause__``."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(getattr(current, "sqlstate", None), str):
-            return current
+        yield current
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
-    return None
+
+
+def _driver_error(exc: BaseException) -> BaseException | None:
+    """The innermost exception in the chain that carries a SQLSTATE (asyncpg's own)."""
+    found = None
+    for link in _chain(exc):
+        if isinstance(getattr(link, "sqlstate", None), str):
+            found = link
+    return found
 
 
 def _is_lost_connection(exc: BaseException) -> bool:
     """SQLAlchemy marks disconnects; a socket error may also sit anywhere in the chain."""
     if getattr(exc, "connection_invalidated", False):
         return True
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError):
-            return True
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return False
+    return any(isinstance(link, OSError) for link in _chain(exc))
 
 
 def translate(exc: BaseException) -> DatabaseError | None:
@@ -140,6 +176,11 @@ def translate(exc: BaseException) -> DatabaseError | None:
     if driver is None:
         if _is_lost_connection(exc):
             return Unavailable("database connection unavailable (connection lost)")
+        if isinstance(exc, DBAPIError):
+            # A driver-side failure without a SQLSTATE: name its class, not its
+            # message, which may quote a parameter that failed to encode.
+            innermost = list(_chain(exc))[-1]
+            return DatabaseError(f"database error ({type(innermost).__name__})")
         return None
     sqlstate: str = driver.sqlstate  # type: ignore[attr-defined]
     cls = _BY_SQLSTATE.get(sqlstate)
@@ -159,3 +200,26 @@ def translate(exc: BaseException) -> DatabaseError | None:
         message += f", table {table}"
     message += ")"
     return cls(message, sqlstate=sqlstate, constraint=constraint)
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    """Whether `exc` came from the database driver (and `translate` applies to it)."""
+    if isinstance(exc, HarborError):
+        return False
+    return isinstance(exc, DBAPIError) or _driver_error(exc) is not None
+
+
+@contextmanager
+def translating() -> Iterator[None]:
+    """Re-raise driver and SQLAlchemy database errors as harbordb errors, chained.
+
+    Works around ``await`` too: ``with translating(): await session.flush()``.
+    Anything else (harbordb errors, bugs, cancellation) passes through untouched.
+    """
+    try:
+        yield
+    except Exception as exc:
+        error = translate(exc) if is_driver_error(exc) else None
+        if error is None:
+            raise
+        raise error from exc

@@ -1,0 +1,74 @@
+"""Re-run a transaction function when it loses a race (`Retryable`).
+
+A serialization failure (40001) or a deadlock (40P01) rolls the whole
+transaction back, so the only safe retry is of the whole function, in a new
+transaction. `Database.run` does that; the loop lives here.
+
+Backoff is "full jitter": before re-run n (0-based) sleep a uniformly random
+time in [0, min(MAX_DELAY, BASE_DELAY * 2**n)], so that transactions that
+collided once spread out instead of colliding again in lockstep. The loop is
+small enough that a retry library would add a dependency for every service
+importing harbordb without removing any logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
+
+from harbordb.errors import ConfigurationError, Retryable
+from harbordb.uow import UnitOfWork
+
+T = TypeVar("T")
+
+BASE_DELAY = 0.02  # seconds: the cap of the first backoff
+MAX_DELAY = 1.0  # seconds: the cap no backoff exceeds
+
+logger = logging.getLogger("harbordb.retry")
+
+
+def backoff_delay(attempt: int, *, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> float:
+    """Seconds to sleep before re-run number `attempt` (0 for the first re-run)."""
+    return random.uniform(0.0, min(cap, base * 2.0**attempt))
+
+
+async def run_with_retries(
+    open_unit_of_work: Callable[[], AbstractAsyncContextManager[UnitOfWork]],
+    fn: Callable[[UnitOfWork], Awaitable[T]],
+    *,
+    retries: int,
+) -> T:
+    """Run ``fn(uow)`` in a new unit of work and commit it; on `Retryable`, run again.
+
+    At most ``1 + retries`` attempts; the last `Retryable` propagates. Any other
+    error propagates at once. If `fn` committed the unit of work itself, that
+    commit stands.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigurationError("retries must be a whole number >= 0")
+    attempt = 0
+    while True:
+        uow: UnitOfWork | None = None
+        try:
+            async with open_unit_of_work() as uow:
+                result = await fn(uow)
+                if not uow.committed:
+                    await uow.commit()
+            return result
+        except Retryable as exc:
+            if attempt >= retries or (uow is not None and uow.committed):
+                raise  # out of retries, or the work already committed once
+            delay = backoff_delay(attempt)
+            attempt += 1
+            logger.info(
+                "transaction conflict (SQLSTATE %s), re-running in %.3fs (retry %d of %d)",
+                exc.sqlstate,
+                delay,
+                attempt,
+                retries,
+            )
+            await asyncio.sleep(delay)

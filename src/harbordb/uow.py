@@ -1,0 +1,355 @@
+"""The unit of work: one session, one transaction, committed only on request.
+
+    async with db.unit_of_work() as uow:
+        order = await uow.orders.get(order_id)
+        ...
+        uow.after_commit(lambda: cache.forget(order_id))
+        await uow.commit()
+
+Leaving the block without `commit()` rolls back, and so does an exception or
+a cancellation. After `commit()` the unit of work is finished: touching it
+again raises `UnitOfWorkClosed`. Database errors leave it as harbordb errors
+(`harbordb.errors`), the driver's exception chained.
+
+Transaction settings (read only, timeouts, row-level security role and
+claims) are applied in the transaction's first statement, as
+``set_config(name, value, true)``: that is ``SET LOCAL`` in function form,
+so names and values travel as bind parameters, nothing is interpolated into
+SQL, and everything ends with the transaction, which keeps it safe behind
+PgBouncer in transaction mode.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal, TypedDict, TypeVar, get_args
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from harbordb.errors import (
+    AfterCommitError,
+    ConfigurationError,
+    UnitOfWorkClosed,
+    is_driver_error,
+    translate,
+    translating,
+)
+from harbordb.nplusone import NPlusOneDetector, NPlusOneMode
+from harbordb.repositories import (
+    CustomerRepository,
+    OrderRepository,
+    ProductRepository,
+    ReservationRepository,
+    VariantRepository,
+)
+from harbordb.repository import Repository
+
+IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
+Duration = float | timedelta
+AfterCommitCallback = Callable[[], object]
+
+# Public role names a unit of work may assume, and the database roles they are
+# (created by migration 0002). Nothing outside this mapping reaches the server.
+ROLES: Mapping[str, str] = MappingProxyType(
+    {"anon": "harbordb_anon", "authenticated": "harbordb_authenticated"}
+)
+
+# The setting the row-level security policies read (see migration 0002).
+CLAIMS_SETTING = "request.jwt.claims"
+
+RepoT = TypeVar("RepoT", bound=Repository[Any])
+
+
+class UnitOfWorkOptions(TypedDict, total=False):
+    """The options `Database.run` passes on to `Database.unit_of_work`."""
+
+    read_only: bool
+    statement_timeout: Duration | None
+    lock_timeout: Duration | None
+    isolation_level: IsolationLevel | None
+    claims: Mapping[str, Any] | None
+    role: str | None
+    nplusone: NPlusOneMode | Literal["off"] | None
+
+
+class UnitOfWork:
+    """One `AsyncSession` and one transaction; use as an async context manager.
+
+    Build it with `Database.unit_of_work`. Constructed directly, it drives the
+    given session, and closes it at the end. All options are checked here,
+    before any SQL is sent.
+    """
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        read_only: bool = False,
+        statement_timeout: Duration | None = None,
+        lock_timeout: Duration | None = None,
+        isolation_level: IsolationLevel | None = None,
+        claims: Mapping[str, Any] | None = None,
+        role: str | None = None,
+        nplusone: NPlusOneMode | None = None,
+    ) -> None:
+        if isolation_level is not None and isolation_level not in get_args(IsolationLevel):
+            raise ConfigurationError(
+                f"isolation_level must be one of {', '.join(get_args(IsolationLevel))}"
+            )
+        self._session = session
+        self._isolation_level = isolation_level
+        self._settings = _transaction_settings(
+            read_only=read_only,
+            statement_timeout=statement_timeout,
+            lock_timeout=lock_timeout,
+            claims=claims,
+            role=role,
+        )
+        self._detector = NPlusOneDetector(nplusone) if nplusone is not None else None
+        self._state: Literal["new", "open", "committed", "closed"] = "new"
+        self._callbacks: list[AfterCommitCallback] = []
+        self._repositories: dict[type[Any], Any] = {}
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def __aenter__(self) -> UnitOfWork:
+        if self._state != "new":
+            raise UnitOfWorkClosed("a unit of work can be entered only once")
+        self._state = "open"
+        if self._detector is not None:
+            self._detector.attach(self._session.sync_session)
+        try:
+            with translating():
+                options = {"isolation_level": self._isolation_level}
+                await self._session.connection(
+                    execution_options=options if self._isolation_level else None
+                )
+                if self._settings:
+                    statement, params = _setup_statement(self._settings)
+                    await self._session.execute(statement, params)
+        except BaseException:
+            await self._finish()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._finish()
+        except Exception:
+            if exc is None:
+                raise
+            # The body's error explains the failure better than the cleanup's.
+        if exc is not None and is_driver_error(exc):
+            error = translate(exc)
+            if error is not None:
+                raise error from exc
+
+    async def _finish(self) -> None:
+        """Roll back unless committed, close the session, end the unit of work."""
+        rollback = self._state == "open"
+        if rollback:
+            self._state = "closed"
+        try:
+            if rollback:
+                with translating():
+                    await self._session.rollback()
+        finally:
+            if self._detector is not None:
+                self._detector.detach()
+            await self._session.close()
+
+    async def commit(self) -> None:
+        """Commit, then run the after-commit callbacks; the unit of work is then finished.
+
+        If the commit fails, nothing is committed and no callback runs. If
+        callbacks raise, the rest still run and `AfterCommitError` is raised
+        after them: the data is committed all the same, so never retry then.
+        """
+        session = self.session
+        self._state = "committed"  # from here on, the unit of work is unusable
+        try:
+            with translating():
+                await session.commit()
+        except BaseException:
+            self._state = "closed"  # closing the session at the block's end rolls back
+            raise
+        await self._run_callbacks()
+
+    @property
+    def committed(self) -> bool:
+        return self._state == "committed"
+
+    # -- inside the transaction -------------------------------------------
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session; raises `UnitOfWorkClosed` outside the ``async with`` block."""
+        if self._state != "open":
+            raise UnitOfWorkClosed(_closed_message(self._state))
+        return self._session
+
+    async def flush(self) -> None:
+        """Send pending changes now (to see constraint errors or generated keys early)."""
+        with translating():
+            await self.session.flush()
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: released at the end, rolled back to on an exception.
+
+        After-commit callbacks registered inside a savepoint that rolls back are
+        dropped with its changes.
+        """
+        session = self.session
+        callbacks = len(self._callbacks)
+        with translating():
+            nested = await session.begin_nested()
+        try:
+            yield
+        except BaseException as exc:
+            del self._callbacks[callbacks:]
+            if nested.is_active:
+                with translating():
+                    await nested.rollback()
+            error = translate(exc) if is_driver_error(exc) else None
+            if error is not None:
+                raise error from exc
+            raise
+        else:
+            with translating():
+                await nested.commit()
+
+    def after_commit(self, callback: AfterCommitCallback) -> None:
+        """Run ``callback()`` (sync, or async and awaited) after a successful commit only.
+
+        Callbacks run in registration order inside `commit()`; see there for errors.
+        """
+        self.session  # noqa: B018 (raises once the unit of work is over)
+        self._callbacks.append(callback)
+
+    async def _run_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        errors: list[Exception] = []
+        for callback in callbacks:
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise AfterCommitError(
+                f"the transaction committed, but {len(errors)} of {len(callbacks)} "
+                f"after-commit callback(s) raised (first: {type(errors[0]).__name__})",
+                errors,
+            ) from errors[0]
+
+    # -- repositories -----------------------------------------------------
+
+    def _repository(self, cls: type[RepoT]) -> RepoT:
+        session = self.session
+        repository = self._repositories.get(cls)
+        if repository is None:
+            repository = self._repositories[cls] = cls(session)
+        return repository
+
+    @property
+    def customers(self) -> CustomerRepository:
+        return self._repository(CustomerRepository)
+
+    @property
+    def products(self) -> ProductRepository:
+        return self._repository(ProductRepository)
+
+    @property
+    def variants(self) -> VariantRepository:
+        return self._repository(VariantRepository)
+
+    @property
+    def orders(self) -> OrderRepository:
+        return self._repository(OrderRepository)
+
+    @property
+    def reservations(self) -> ReservationRepository:
+        return self._repository(ReservationRepository)
+
+    def __repr__(self) -> str:
+        return f"<UnitOfWork {self._state}>"
+
+
+def _closed_message(state: str) -> str:
+    if state == "new":
+        return "the unit of work has not started: use it as `async with db.unit_of_work() as uow`"
+    if state == "committed":
+        return "the unit of work was committed and is finished: open a new one"
+    return "the unit of work has ended (rolled back): open a new one"
+
+
+def _transaction_settings(
+    *,
+    read_only: bool,
+    statement_timeout: Duration | None,
+    lock_timeout: Duration | None,
+    claims: Mapping[str, Any] | None,
+    role: str | None,
+) -> dict[str, str]:
+    """Validate the options; return the settings to apply, name -> value."""
+    settings: dict[str, str] = {}
+    if not isinstance(read_only, bool):
+        raise ConfigurationError("read_only must be True or False")
+    if read_only:
+        # What SET TRANSACTION READ ONLY sets.
+        settings["transaction_read_only"] = "on"
+    if statement_timeout is not None:
+        settings["statement_timeout"] = f"{_milliseconds('statement_timeout', statement_timeout)}ms"
+    if lock_timeout is not None:
+        settings["lock_timeout"] = f"{_milliseconds('lock_timeout', lock_timeout)}ms"
+    if role is not None:
+        if role not in ROLES:
+            raise ConfigurationError(
+                f"unknown role {role!r}: a unit of work may assume {', '.join(sorted(ROLES))}"
+            )
+        settings["role"] = ROLES[role]
+    if claims is not None:
+        if not isinstance(claims, Mapping):
+            raise ConfigurationError("claims must be a mapping (the decoded JWT payload)")
+        try:
+            settings[CLAIMS_SETTING] = json.dumps(dict(claims), separators=(",", ":"))
+        except (TypeError, ValueError):
+            raise ConfigurationError("claims must be JSON-serialisable") from None
+    return settings
+
+
+def _milliseconds(name: str, value: Duration) -> int:
+    """A positive duration (seconds or a timedelta) in whole milliseconds, rounded up."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(f"{name} must be a number of seconds or a timedelta")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(f"{name} must be a positive, finite duration")
+    return math.ceil(seconds * 1000)
+
+
+def _setup_statement(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:
+    """One ``SELECT set_config(:name, :value, true), ...`` for every setting."""
+    calls = ", ".join(f"set_config(:name_{i}, :value_{i}, true)" for i in range(len(settings)))
+    params: dict[str, str] = {}
+    for i, (name, value) in enumerate(settings.items()):
+        params[f"name_{i}"] = name
+        params[f"value_{i}"] = value
+    return text(f"SELECT {calls}"), params
