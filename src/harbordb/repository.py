@@ -40,8 +40,7 @@ Errors
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar
@@ -86,7 +85,7 @@ from sqlalchemy.sql.schema import (
     UniqueConstraint,
 )
 
-from harbordb.errors import ConfigurationError, HarborError, NotFound, translate
+from harbordb.errors import ConfigurationError, NotFound, translating
 from harbordb.models import Base
 from harbordb.pagination import (
     OffsetPage,
@@ -218,7 +217,7 @@ class Repository(Generic[ModelT]):
         """The row with primary key `id`, or None. One statement plus one per loaded collection."""
         stmt = self._select(load).where(self._pk_equals(id))
         stmt = self._locked(stmt, for_update, skip_locked)
-        with _translated():
+        with translating():
             return (await self.session.scalars(stmt)).unique().one_or_none()
 
     async def get_many(
@@ -237,7 +236,7 @@ class Repository(Generic[ModelT]):
             condition = any_of(pk_columns[0], wanted)
         else:
             condition = tuple_(*pk_columns).in_([tuple(i) for i in wanted])
-        with _translated():
+        with translating():
             found = (await self.session.scalars(self._select(load).where(condition))).unique()
             by_id = {self._identity(row): row for row in found}
         return [by_id[key] for key in map(_key, wanted) if key in by_id]
@@ -262,20 +261,20 @@ class Repository(Generic[ModelT]):
         if limit is not None:
             stmt = stmt.limit(_check_limit(limit, None))
         stmt = self._locked(stmt, for_update, skip_locked)
-        with _translated():
+        with translating():
             return builtins.list((await self.session.scalars(stmt)).unique())
 
     async def count(self, *filters: ColumnElement[bool], **equals: Any) -> int:
         """COUNT of the rows matching the filters. One statement."""
         stmt = select(func.count()).select_from(self.model)
         stmt = stmt.where(*self._conditions(filters, equals))
-        with _translated():
+        with translating():
             return int((await self.session.scalars(stmt)).one())
 
     async def exists(self, *filters: ColumnElement[bool], **equals: Any) -> bool:
         """Whether any row matches: ``SELECT EXISTS (...)``, which stops at the first row."""
         inner = select(true()).select_from(self.model).where(*self._conditions(filters, equals))
-        with _translated():
+        with translating():
             return bool((await self.session.scalars(select(inner.exists()))).one())
 
     def matching(self, text: str) -> ColumnElement[bool]:
@@ -351,7 +350,7 @@ class Repository(Generic[ModelT]):
         """
         self._check_entity(entity)
         self.session.add(entity)
-        with _translated():
+        with translating():
             await self.session.flush()
         return entity
 
@@ -364,7 +363,7 @@ class Repository(Generic[ModelT]):
         for entity in batch:
             self._check_entity(entity)
         self.session.add_all(batch)
-        with _translated():
+        with translating():
             await self.session.flush()
         return batch
 
@@ -383,7 +382,7 @@ class Repository(Generic[ModelT]):
             .values(**values)
             .returning(self.model)
         )
-        with _translated():
+        with translating():
             result = await self.session.execute(stmt, execution_options={"populate_existing": True})
             updated = result.scalars().one_or_none()
         if updated is None:
@@ -394,7 +393,7 @@ class Repository(Generic[ModelT]):
         """Delete the row `id`: one ``DELETE ... RETURNING``; `NotFound` if no row."""
         pk = _mapper(self.model).primary_key
         stmt = delete_stmt(self.model).where(self._pk_equals(id)).returning(*pk)
-        with _translated():
+        with translating():
             deleted = (await self.session.execute(stmt)).first()
         if deleted is None:
             raise NotFound(f"{self.model.__name__} {id!r} not found")
@@ -413,7 +412,7 @@ class Repository(Generic[ModelT]):
             raise TypeError(f"{type(self).__name__}.update_where() needs values to set")
         self._check_columns(values, "update")
         stmt = update_stmt(self.model).where(*conditions).values(**values)
-        with _translated():
+        with translating():
             result = await self.session.execute(stmt)
         return int(getattr(result, "rowcount", 0))
 
@@ -424,7 +423,7 @@ class Repository(Generic[ModelT]):
         """
         conditions = self._required_conditions(filters, equals, "delete_where")
         stmt = delete_stmt(self.model).where(*conditions)
-        with _translated():
+        with translating():
             result = await self.session.execute(stmt)
         return int(getattr(result, "rowcount", 0))
 
@@ -454,7 +453,9 @@ class Repository(Generic[ModelT]):
         """`upsert` for many rows in one statement (per 1,000 rows), returned in input order.
 
         Every row must set the same columns, and no two rows may share a key
-        (PostgreSQL cannot update one row twice in one statement).
+        (PostgreSQL cannot update one row twice in one statement). Rows are
+        sent sorted by key, so concurrent batches over the same keys take row
+        locks in the same order and cannot deadlock each other.
         """
         if not rows:
             return []
@@ -490,14 +491,17 @@ class Repository(Generic[ModelT]):
             target[0]: stmt.excluded[target[0]]
         }
         stmt = stmt.on_conflict_do_update(index_elements=target, set_=assignments)
-        with _translated():
+        with translating():
             result = await self.session.scalars(
                 stmt.returning(self.model),
-                [dict(row) for row in rows],
+                [dict(row) for row in _in_key_order(rows, seen)],
                 execution_options={"populate_existing": True},
             )
-            by_key = {tuple(getattr(obj, name) for name in target): obj for obj in result}
-        return [by_key[key] for key in seen]
+            returned = builtins.list(result)
+        by_key = {tuple(getattr(obj, name) for name in target): obj for obj in returned}
+        if all(key in by_key for key in seen):
+            return [by_key[key] for key in seen]
+        return returned  # pragma: no cover - a key the database normalised (e.g. citext)
 
     async def copy(
         self,
@@ -516,7 +520,7 @@ class Repository(Generic[ModelT]):
         self._check_columns(columns, "copy")
         table = _table(self.model)
         names = [mapper.column_attrs[name].columns[0].name for name in columns]
-        with _translated():
+        with translating():
             await self.session.flush()
             connection = await self.session.connection()
             raw = await connection.get_raw_connection()
@@ -666,7 +670,7 @@ class Repository(Generic[ModelT]):
         windowed = stmt.add_columns(follows).order_by(*ordering).limit(limit)
         if offset:
             windowed = windowed.offset(offset)
-        with _translated():
+        with translating():
             rows = (await self.session.execute(windowed)).unique().all()
         items = [row[0] for row in rows]
         return items, bool(rows) and rows[-1][1] is not None
@@ -688,7 +692,7 @@ class Repository(Generic[ModelT]):
         table = _table(self.model)
         name = f"{table.schema}.{table.name}" if table.schema else table.name
         stmt = text("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass(:name)")
-        with _translated():
+        with translating():
             value = (await self.session.execute(stmt, {"name": _quoted(name)})).scalar()
         return None if value is None or value < 0 else round(value)
 
@@ -705,22 +709,18 @@ class _Sort:
     nullable: bool = False
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Re-raise database errors as `harbordb.errors` exceptions, chained to the original."""
-    try:
-        yield
-    except HarborError:
-        raise
-    except Exception as exc:
-        error = translate(exc)
-        if error is None:
-            raise
-        raise error from exc
-
-
 def _mapper(model: type[Any]) -> Mapper[Any]:
     return sa_inspect(model)  # type: ignore[no-any-return]
+
+
+def _in_key_order(
+    rows: Sequence[Mapping[str, Any]], positions: Mapping[tuple[Any, ...], int]
+) -> builtins.list[Mapping[str, Any]]:
+    """Rows sorted by conflict key, so concurrent batches lock rows in one order (no deadlock)."""
+    try:
+        return [rows[positions[key]] for key in sorted(positions)]
+    except TypeError:  # keys that do not compare: keep the caller's order
+        return builtins.list(rows)
 
 
 def _table(model: type[Any]) -> Table:
