@@ -30,6 +30,7 @@ from datetime import timedelta
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, TypedDict, TypeVar, get_args
 
+import anyio
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,6 +61,9 @@ AfterCommitCallback = Callable[[], object]
 ROLES: Mapping[str, str] = MappingProxyType(
     {"anon": "harbordb_anon", "authenticated": "harbordb_authenticated"}
 )
+
+# Seconds a rollback and close may take once the unit of work is being cancelled.
+CLEANUP_TIMEOUT = 10.0
 
 # The setting the row-level security policies read (see migration 0002).
 CLAIMS_SETTING = "request.jwt.claims"
@@ -157,18 +161,26 @@ class UnitOfWork:
                 raise error from exc
 
     async def _finish(self) -> None:
-        """Roll back unless committed, close the session, end the unit of work."""
+        """Roll back unless committed, close the session, end the unit of work.
+
+        Shielded from cancellation for up to `CLEANUP_TIMEOUT` seconds: an anyio
+        cancel scope cancels every await until it exits, which would cut the
+        rollback short and leave the server running the cancelled statement with
+        its transaction open. If cleanup overruns, the connection is discarded.
+        """
         rollback = self._state == "open"
         if rollback:
             self._state = "closed"
-        try:
-            if rollback:
-                with translating():
-                    await self._session.rollback()
-        finally:
-            if self._detector is not None:
-                self._detector.detach()
-            await self._session.close()
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + CLEANUP_TIMEOUT
+            try:
+                if rollback:
+                    with translating():
+                        await self._session.rollback()
+            finally:
+                if self._detector is not None:
+                    self._detector.detach()
+                await self._session.close()
 
     async def commit(self) -> None:
         """Commit, then run the after-commit callbacks; the unit of work is then finished.
@@ -218,7 +230,7 @@ class UnitOfWork:
             nested = await session.begin_nested()
         try:
             yield
-        except BaseException as exc:
+        except Exception as exc:
             del self._callbacks[callbacks:]
             if nested.is_active:
                 with translating():
@@ -227,9 +239,9 @@ class UnitOfWork:
             if error is not None:
                 raise error from exc
             raise
-        else:
-            with translating():
-                await nested.commit()
+        # A cancellation passes straight through: the unit of work rolls back whole.
+        with translating():
+            await nested.commit()
 
     def after_commit(self, callback: AfterCommitCallback) -> None:
         """Run ``callback()`` (sync, or async and awaited) after a successful commit only.
