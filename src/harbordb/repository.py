@@ -75,6 +75,7 @@ from sqlalchemy.orm import (
     raiseload,
     selectinload,
 )
+from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.sql.base import ExecutableOption
 from sqlalchemy.sql.operators import desc_op
 from sqlalchemy.sql.schema import (
@@ -788,7 +789,7 @@ def _sort_for(mapper: Mapper[Any], target: Any, descending: bool, item: Any) -> 
     if column is not None:
         try:
             prop = mapper.get_property_by_column(column)
-        except Exception:
+        except UnmappedColumnError:  # another table's column: an expression here
             prop = None
     if isinstance(prop, ColumnProperty) and isinstance(prop.columns[0], Column):
         table_column = prop.columns[0]
