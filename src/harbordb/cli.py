@@ -48,8 +48,15 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from harbordb.sweeper import add_sweep_command
+
+    add_sweep_command(subparsers)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _bench,
+    _sweep,
 ]
 
 
