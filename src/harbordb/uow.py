@@ -226,22 +226,13 @@ class UnitOfWork:
         """
         session = self.session
         callbacks = len(self._callbacks)
-        with translating():
-            nested = await session.begin_nested()
         try:
-            yield
-        except Exception as exc:
+            with translating():
+                async with session.begin_nested():
+                    yield
+        except Exception:
             del self._callbacks[callbacks:]
-            if nested.is_active:
-                with translating():
-                    await nested.rollback()
-            error = translate(exc) if is_driver_error(exc) else None
-            if error is not None:
-                raise error from exc
             raise
-        # A cancellation passes straight through: the unit of work rolls back whole.
-        with translating():
-            await nested.commit()
 
     def after_commit(self, callback: AfterCommitCallback) -> None:
         """Run ``callback()`` (sync, or async and awaited) after a successful commit only.

@@ -1,0 +1,471 @@
+"""The unit of work: explicit commit, rollback otherwise, savepoints, settings, callbacks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from harbordb import Database, count_queries
+from harbordb.errors import (
+    AfterCommitError,
+    ConfigurationError,
+    Conflict,
+    DatabaseError,
+    UnitOfWorkClosed,
+)
+from harbordb.models import Customer
+from harbordb.repositories import (
+    CustomerRepository,
+    OrderRepository,
+    ProductRepository,
+    ReservationRepository,
+    VariantRepository,
+)
+from harbordb.uow import UnitOfWork
+
+
+def _email() -> str:
+    return f"uow-{uuid.uuid4().hex}@example.com"
+
+
+@pytest.fixture
+async def outer(database: Database) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction that is rolled back after the test."""
+    async with database.engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            yield connection
+        finally:
+            await transaction.rollback()
+
+
+@pytest.fixture
+async def emails(database: Database) -> AsyncIterator[list[str]]:
+    """Emails of customers a test commits; deleted afterwards."""
+    created: list[str] = []
+    yield created
+    async with database.unit_of_work() as uow:
+        await uow.session.execute(delete(Customer).where(Customer.email.in_(created)))
+        await uow.commit()
+
+
+async def _customers(db: Database, email: str) -> int:
+    async with db.unit_of_work(read_only=True) as uow:
+        result = await uow.session.execute(
+            select(func.count()).select_from(Customer).where(Customer.email == email)
+        )
+        return result.scalar_one()
+
+
+async def _count_in(connection: AsyncConnection, email: str) -> int:
+    result = await connection.execute(
+        select(func.count()).select_from(Customer).where(Customer.email == email)
+    )
+    return result.scalar_one()
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def any_db(request: pytest.FixtureRequest) -> Database:
+    name = "database" if request.param == "direct" else "pooled_database"
+    db: Database = request.getfixturevalue(name)
+    return db
+
+
+# -- commit and rollback ----------------------------------------------------
+
+
+async def test_commit_persists(any_db: Database, emails: list[str]) -> None:
+    emails.append(email := _email())
+    async with any_db.unit_of_work() as uow:
+        uow.session.add(Customer(email=email, name="Ada"))
+        await uow.commit()
+    assert uow.committed
+    assert await _customers(any_db, email) == 1
+
+
+async def test_leaving_without_commit_rolls_back(any_db: Database, emails: list[str]) -> None:
+    emails.append(email := _email())
+    async with any_db.unit_of_work() as uow:
+        uow.session.add(Customer(email=email, name="Ada"))
+        await uow.flush()
+        assert await _count_in(await uow.session.connection(), email) == 1
+    assert not uow.committed
+    assert await _customers(any_db, email) == 0
+
+
+async def test_an_exception_rolls_back_and_propagates(
+    database: Database, emails: list[str]
+) -> None:
+    emails.append(email := _email())
+
+    async def fails() -> None:
+        async with database.unit_of_work() as uow:
+            uow.session.add(Customer(email=email, name="Ada"))
+            await uow.flush()
+            raise LookupError("boom")
+
+    with pytest.raises(LookupError, match="boom"):
+        await fails()
+    assert await _customers(database, email) == 0
+
+
+async def test_a_finished_unit_of_work_refuses_further_use(
+    database: Database, emails: list[str]
+) -> None:
+    emails.append(email := _email())
+    uow = database.unit_of_work()
+    with pytest.raises(UnitOfWorkClosed, match="has not started"):
+        uow.session  # noqa: B018
+    async with uow:
+        uow.session.add(Customer(email=email, name="Ada"))
+        await uow.commit()
+        with pytest.raises(UnitOfWorkClosed, match="committed"):
+            uow.session  # noqa: B018
+        with pytest.raises(UnitOfWorkClosed):
+            await uow.commit()
+        with pytest.raises(UnitOfWorkClosed):
+            await uow.flush()
+        with pytest.raises(UnitOfWorkClosed):
+            uow.customers  # noqa: B018
+        with pytest.raises(UnitOfWorkClosed):
+            uow.after_commit(lambda: None)
+        with pytest.raises(UnitOfWorkClosed):
+            async with uow.savepoint():
+                pass
+    with pytest.raises(UnitOfWorkClosed, match="only once"):
+        async with uow:
+            pass
+    rolled_back = database.unit_of_work()
+    async with rolled_back:
+        pass
+    with pytest.raises(UnitOfWorkClosed, match="rolled back"):
+        rolled_back.session  # noqa: B018
+    assert await _customers(database, email) == 1
+
+
+async def test_joined_unit_of_work_commits_to_a_savepoint(
+    database: Database, outer: AsyncConnection
+) -> None:
+    email = _email()
+    async with database.unit_of_work(connection=outer) as uow:
+        uow.session.add(Customer(email=email, name="Ada"))
+        await uow.commit()
+    assert outer.in_transaction()
+    assert await _count_in(outer, email) == 1  # released into the outer transaction
+    assert await _customers(database, email) == 0  # which has not committed
+
+    async with database.unit_of_work(connection=outer) as uow:
+        uow.session.add(Customer(email=_email(), name="Bea"))
+        await uow.flush()
+    assert await _count_in(outer, email) == 1  # the second one rolled back to its savepoint
+    assert outer.in_transaction()
+
+
+async def test_unit_of_work_over_a_given_session(database: Database, emails: list[str]) -> None:
+    emails.append(email := _email())
+    async with UnitOfWork(database.session()) as uow:
+        uow.session.add(Customer(email=email, name="Ada"))
+        await uow.commit()
+    assert await _customers(database, email) == 1
+
+
+# -- savepoints -------------------------------------------------------------
+
+
+async def test_savepoint_rolls_back_on_error_and_is_released_otherwise(
+    database: Database, outer: AsyncConnection
+) -> None:
+    kept, dropped, later = _email(), _email(), _email()
+    async with database.unit_of_work(connection=outer) as uow:
+        uow.session.add(Customer(email=kept, name="kept"))
+        await uow.flush()
+
+        async def fails() -> None:
+            async with uow.savepoint():
+                uow.session.add(Customer(email=dropped, name="dropped"))
+                await uow.flush()
+                raise LookupError
+
+        with pytest.raises(LookupError):
+            await fails()
+        async with uow.savepoint():
+            uow.session.add(Customer(email=later, name="later"))
+        connection = await uow.session.connection()
+        counts = [await _count_in(connection, email) for email in (kept, dropped, later)]
+        assert counts == [1, 0, 1]
+        await uow.commit()
+
+
+async def test_savepoint_translates_errors_and_the_unit_of_work_goes_on(
+    database: Database, outer: AsyncConnection
+) -> None:
+    email = _email()
+    async with database.unit_of_work(connection=outer) as uow:
+        uow.session.add(Customer(email=email, name="first"))
+        await uow.flush()
+
+        async def flush_duplicate() -> None:
+            async with uow.savepoint():
+                uow.session.add(Customer(email=email, name="second"))
+                await uow.flush()
+
+        async def insert_duplicate() -> None:
+            async with uow.savepoint():
+                await uow.session.execute(insert(Customer).values(email=email, name="third"))
+
+        with pytest.raises(Conflict) as flushed:
+            await flush_duplicate()
+        with pytest.raises(Conflict) as raw:
+            await insert_duplicate()
+        for caught in (flushed, raw):
+            assert caught.value.constraint == "uq_customers_email"
+            assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
+        assert await _count_in(await uow.session.connection(), email) == 1
+        await uow.commit()
+    assert await _count_in(outer, email) == 1
+
+
+# -- errors leave as harbordb errors ------------------------------------------
+
+
+async def test_errors_escaping_the_block_are_translated(
+    database: Database, outer: AsyncConnection
+) -> None:
+    email = _email()
+    await outer.execute(insert(Customer).values(email=email, name="taken"))
+    with pytest.raises(Conflict) as caught:
+        async with database.unit_of_work(connection=outer) as uow:
+            await uow.session.execute(insert(Customer).values(email=email, name="again"))
+    assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
+
+
+async def test_a_failed_commit_is_translated_and_ends_the_unit_of_work(
+    database: Database, emails: list[str]
+) -> None:
+    emails.append(email := _email())
+    async with database.unit_of_work() as uow:
+        uow.session.add(Customer(email=email, name="taken"))
+        await uow.commit()
+    called: list[str] = []
+    uow = database.unit_of_work()
+
+    async def commit_duplicate() -> None:
+        async with uow:
+            uow.session.add(Customer(email=email, name="again"))
+            uow.after_commit(lambda: called.append("after"))
+            await uow.commit()  # flushes, then fails
+
+    with pytest.raises(Conflict):
+        await commit_duplicate()
+    assert called == []
+    assert not uow.committed
+    with pytest.raises(UnitOfWorkClosed):
+        uow.session  # noqa: B018
+
+
+# -- transaction settings -----------------------------------------------------
+
+
+async def _show(uow: UnitOfWork) -> dict[str, Any]:
+    row = (
+        await uow.session.execute(
+            text(
+                "SELECT current_setting('statement_timeout') AS statement_timeout, "
+                "current_setting('lock_timeout') AS lock_timeout, "
+                "current_setting('transaction_isolation') AS isolation, "
+                "current_setting('transaction_read_only') AS read_only, "
+                "pg_backend_pid() AS pid"
+            )
+        )
+    ).one()
+    return dict(row._mapping)
+
+
+@pytest.mark.parametrize("pooler", ["direct", "pgbouncer"])
+async def test_settings_apply_to_the_transaction_only(
+    pooler: str, migrated_url: str, request: pytest.FixtureRequest
+) -> None:
+    if pooler == "direct":
+        db = Database(migrated_url, pooler="none", pool_size=1, max_overflow=0)
+    else:
+        db = Database(request.getfixturevalue("pgbouncer").url, pooler="external")
+    async with db:
+        async with db.unit_of_work(
+            read_only=True,
+            statement_timeout=1.5,
+            lock_timeout=timedelta(milliseconds=250),
+            isolation_level="SERIALIZABLE",
+        ) as uow:
+            inside = await _show(uow)
+        async with db.unit_of_work() as uow:
+            after = await _show(uow)
+    assert {k: v for k, v in inside.items() if k != "pid"} == {
+        "statement_timeout": "1500ms",
+        "lock_timeout": "250ms",
+        "isolation": "serializable",
+        "read_only": "on",
+    }
+    assert {k: v for k, v in after.items() if k != "pid"} == {
+        "statement_timeout": "0",
+        "lock_timeout": "0",
+        "isolation": "read committed",
+        "read_only": "off",
+    }
+    if pooler == "direct":
+        assert after["pid"] == inside["pid"]  # the same connection, reset
+
+
+async def test_read_only_refuses_writes(database: Database) -> None:
+    with pytest.raises(DatabaseError) as caught:
+        async with database.unit_of_work(read_only=True) as uow:
+            await uow.session.execute(insert(Customer).values(email=_email(), name="x"))
+    assert caught.value.sqlstate == "25006"  # read_only_sql_transaction
+
+
+async def test_settings_cost_one_statement(database: Database) -> None:
+    with count_queries(database) as queries:
+        async with database.unit_of_work() as uow:
+            await uow.session.execute(text("SELECT 1"))
+    plain = queries.count
+    with count_queries(database) as queries:
+        async with database.unit_of_work(
+            read_only=True, statement_timeout=2, lock_timeout=1, role="anon", claims={"sub": "1"}
+        ) as uow:
+            await uow.session.execute(text("SELECT 1"))
+    assert queries.count == plain + 1
+    assert "set_config" in queries.statements[0]
+
+
+BAD_OPTIONS: list[dict[str, Any]] = [
+    {"statement_timeout": 0},
+    {"statement_timeout": -1},
+    {"statement_timeout": float("nan")},
+    {"statement_timeout": float("inf")},
+    {"statement_timeout": "5s"},
+    {"statement_timeout": True},
+    {"lock_timeout": timedelta(0)},
+    {"lock_timeout": "1; SET ROLE postgres"},
+    {"isolation_level": "READ UNCOMMITTED; DROP TABLE customers"},
+    {"isolation_level": "serializable"},
+    {"read_only": "yes"},
+    {"role": "postgres"},
+    {"role": "harbordb_authenticated"},
+    {"role": "authenticated; RESET ROLE"},
+    {"claims": ["sub", "1"]},
+    {"claims": {"sub": object()}},
+    {"nplusone": "loud"},
+]
+
+
+@pytest.mark.parametrize("options", BAD_OPTIONS, ids=lambda o: next(iter(o)))
+async def test_bad_options_are_refused_before_any_sql(
+    database: Database, options: dict[str, Any]
+) -> None:
+    with count_queries(database) as queries, pytest.raises(ConfigurationError):
+        database.unit_of_work(**options)
+    assert queries.count == 0
+
+
+async def test_isolation_level_cannot_be_set_on_a_joined_transaction(
+    database: Database, outer: AsyncConnection
+) -> None:
+    with pytest.raises(ConfigurationError, match="isolation_level"):
+        database.unit_of_work(connection=outer, isolation_level="SERIALIZABLE")
+
+
+# -- after-commit callbacks -----------------------------------------------------
+
+
+async def test_after_commit_callbacks_run_only_after_a_commit(
+    database: Database, outer: AsyncConnection
+) -> None:
+    called: list[str] = []
+
+    async def async_callback() -> None:
+        called.append("async")
+
+    async with database.unit_of_work(connection=outer) as uow:
+        uow.after_commit(lambda: called.append("sync"))
+        uow.after_commit(async_callback)
+
+        async def rolled_back() -> None:
+            async with uow.savepoint():
+                uow.after_commit(lambda: called.append("rolled back savepoint"))
+                raise LookupError
+
+        with pytest.raises(LookupError):
+            await rolled_back()
+        async with uow.savepoint():
+            uow.after_commit(lambda: called.append("released savepoint"))
+        assert called == []
+        await uow.commit()
+    assert called == ["sync", "async", "released savepoint"]
+
+    called.clear()
+    async with database.unit_of_work(connection=outer) as uow:
+        uow.after_commit(lambda: called.append("never"))
+
+    async def fails() -> None:
+        async with database.unit_of_work(connection=outer) as uow:
+            uow.after_commit(lambda: called.append("never"))
+            raise LookupError
+
+    with pytest.raises(LookupError):
+        await fails()
+    assert called == []
+
+
+async def test_failing_after_commit_callbacks_do_not_stop_the_others(
+    database: Database, emails: list[str]
+) -> None:
+    emails.append(email := _email())
+    called: list[str] = []
+
+    def fails() -> None:
+        raise RuntimeError("cache down")
+
+    async def fails_too() -> None:
+        raise KeyError("x")
+
+    async def commit() -> None:
+        async with database.unit_of_work() as uow:
+            uow.session.add(Customer(email=email, name="Ada"))
+            uow.after_commit(fails)
+            uow.after_commit(lambda: called.append("ran"))
+            uow.after_commit(fails_too)
+            await uow.commit()
+
+    with pytest.raises(AfterCommitError, match="committed, but 2 of 3") as caught:
+        await commit()
+    assert called == ["ran"]
+    assert [type(e) for e in caught.value.errors] == [RuntimeError, KeyError]
+    assert caught.value.__cause__ is caught.value.errors[0]
+    assert await _customers(database, email) == 1
+
+
+# -- repositories -------------------------------------------------------------
+
+
+async def test_repositories_are_attributes_sharing_the_session(database: Database) -> None:
+    expected = {
+        "customers": CustomerRepository,
+        "products": ProductRepository,
+        "variants": VariantRepository,
+        "orders": OrderRepository,
+        "reservations": ReservationRepository,
+    }
+    async with database.unit_of_work() as uow:
+        for name, cls in expected.items():
+            repository = getattr(uow, name)
+            assert type(repository) is cls
+            assert repository is getattr(uow, name)
+            assert repository.session is uow.session
+        customer = await uow.customers.add(Customer(email=_email(), name="Ada"))
+        assert await uow.customers.get_or_none(customer.id) is customer
