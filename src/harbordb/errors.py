@@ -29,6 +29,7 @@ Wrap driver calls in `translating()` to get harbordb errors out of them.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -163,11 +164,16 @@ def _driver_error(exc: BaseException) -> BaseException | None:
     return found
 
 
+# Failures to reach the server: a refused or reset connection, a timeout, DNS.
+# Connecting, the driver raises these unwrapped.
+_NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
+
+
 def _is_lost_connection(exc: BaseException) -> bool:
-    """SQLAlchemy marks disconnects; a socket error may also sit anywhere in the chain."""
+    """SQLAlchemy marks disconnects; a network error may also sit anywhere in the chain."""
     if getattr(exc, "connection_invalidated", False):
         return True
-    return any(isinstance(link, OSError) for link in _chain(exc))
+    return any(isinstance(link, _NETWORK_ERRORS) for link in _chain(exc))
 
 
 def translate(exc: BaseException) -> DatabaseError | None:
@@ -203,7 +209,7 @@ def translate(exc: BaseException) -> DatabaseError | None:
 
 
 def is_driver_error(exc: BaseException) -> bool:
-    """Whether `exc` came from the database driver (and `translate` applies to it)."""
+    """Whether `exc` is a database error from SQLAlchemy or the driver (not a bare OSError)."""
     if isinstance(exc, HarborError):
         return False
     return isinstance(exc, DBAPIError) or _driver_error(exc) is not None
@@ -211,15 +217,18 @@ def is_driver_error(exc: BaseException) -> bool:
 
 @contextmanager
 def translating() -> Iterator[None]:
-    """Re-raise driver and SQLAlchemy database errors as harbordb errors, chained.
+    """Re-raise database errors of the code inside as harbordb errors, chained.
 
-    Works around ``await`` too: ``with translating(): await session.flush()``.
+    Wrap database calls only (``with translating(): await session.flush()``):
+    a network error inside, such as a refused connection, becomes `Unavailable`.
     Anything else (harbordb errors, bugs, cancellation) passes through untouched.
     """
     try:
         yield
+    except HarborError:
+        raise
     except Exception as exc:
-        error = translate(exc) if is_driver_error(exc) else None
+        error = translate(exc)
         if error is None:
             raise
         raise error from exc
