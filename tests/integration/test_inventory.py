@@ -1,4 +1,5 @@
-"""Reserve, release, expire and check out through `Inventory`, against the real schema.
+"""Reserve, release, expire and check out through `Inventory`, against the real schema,
+directly and through PgBouncer.
 
 Every test commits (the operations open their own units of work), so each one
 works on its own freshly seeded variants and order_refs.
@@ -27,6 +28,13 @@ from harbordb.models import (
     StockReservation,
     Variant,
 )
+
+
+@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
+def db(request: pytest.FixtureRequest) -> Database:
+    name = "database" if request.param == "direct" else "pooled_database"
+    database: Database = request.getfixturevalue(name)
+    return database
 
 
 def ref() -> str:
@@ -83,53 +91,53 @@ async def expire_now(db: Database, order_ref: str) -> None:
 # -- reserve ----------------------------------------------------------------------
 
 
-async def test_reserve_takes_stock_and_records_the_reservation(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    inventory = Inventory(database)
+async def test_reserve_takes_stock_and_records_the_reservation(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    inventory = Inventory(db)
     order_ref = ref()
-    with count_queries(database) as queries:
+    with count_queries(db) as queries:
         held = await inventory.reserve(variant.id, 2, order_ref, ttl=timedelta(minutes=7))
     assert queries.count == 2, queries.report()  # claim (INSERT ... SELECT), take (UPDATE)
     assert held.created
     assert held.status is ReservationStatus.ACTIVE
     assert (held.variant_id, held.qty, held.order_ref) == (variant.id, 2, order_ref)
-    assert await stock_of(database, variant.id) == 3
-    (row,) = await reservations_of(database, order_ref)
+    assert await stock_of(db, variant.id) == 3
+    (row,) = await reservations_of(db, order_ref)
     assert (row.id, row.qty, row.status) == (held.id, 2, ReservationStatus.ACTIVE)
     # expires_at and created_at both come from the transaction's now(): exactly the ttl apart.
     assert row.expires_at - row.created_at == timedelta(minutes=7)
     assert row.expires_at == held.expires_at
 
 
-async def test_reserve_is_idempotent_per_order_ref_and_variant(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    inventory = Inventory(database)
+async def test_reserve_is_idempotent_per_order_ref_and_variant(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    inventory = Inventory(db)
     order_ref = ref()
     first = await inventory.reserve(variant.id, 2, order_ref)
-    with count_queries(database) as queries:
+    with count_queries(db) as queries:
         again = await inventory.reserve(variant.id, 2, order_ref)
     assert queries.count == 2, queries.report()  # claim (nothing inserted), look-up
     assert not again.created
     assert (again.id, again.qty, again.expires_at) == (first.id, first.qty, first.expires_at)
-    assert await stock_of(database, variant.id) == 3
-    assert len(await reservations_of(database, order_ref)) == 1
+    assert await stock_of(db, variant.id) == 3
+    assert len(await reservations_of(db, order_ref)) == 1
 
 
-async def test_retry_after_sell_out_still_finds_its_reservation(database: Database) -> None:
-    variant = await seed_variant(database, stock=2)
-    inventory = Inventory(database)
+async def test_retry_after_sell_out_still_finds_its_reservation(db: Database) -> None:
+    variant = await seed_variant(db, stock=2)
+    inventory = Inventory(db)
     order_ref = ref()
     first = await inventory.reserve(variant.id, 2, order_ref)
     again = await inventory.reserve(variant.id, 2, order_ref)
     assert (again.id, again.created) == (first.id, False)
-    assert await stock_of(database, variant.id) == 0
+    assert await stock_of(db, variant.id) == 0
 
 
-async def test_short_stock_raises_with_requested_and_available(database: Database) -> None:
-    variant = await seed_variant(database, stock=3)
-    inventory = Inventory(database)
+async def test_short_stock_raises_with_requested_and_available(db: Database) -> None:
+    variant = await seed_variant(db, stock=3)
+    inventory = Inventory(db)
     order_ref = ref()
-    with count_queries(database) as queries, pytest.raises(InsufficientStock) as caught:
+    with count_queries(db) as queries, pytest.raises(InsufficientStock) as caught:
         await inventory.reserve(variant.id, 4, order_ref)
     assert queries.count == 2, queries.report()
     assert (caught.value.variant_id, caught.value.requested, caught.value.available) == (
@@ -137,20 +145,20 @@ async def test_short_stock_raises_with_requested_and_available(database: Databas
         4,
         3,
     )
-    assert await stock_of(database, variant.id) == 3
-    assert await reservations_of(database, order_ref) == []
+    assert await stock_of(db, variant.id) == 3
+    assert await reservations_of(db, order_ref) == []
 
 
-async def test_unknown_variant_and_archived_product_are_not_found(database: Database) -> None:
-    inventory = Inventory(database)
-    archived = await seed_variant(database, stock=10, archived=True)
+async def test_unknown_variant_and_archived_product_are_not_found(db: Database) -> None:
+    inventory = Inventory(db)
+    archived = await seed_variant(db, stock=10, archived=True)
     with pytest.raises(NotFound, match="does not exist"):
         await inventory.reserve(2**62, 1, ref())
     order_ref = ref()
     with pytest.raises(NotFound, match="archived"):
         await inventory.reserve(archived.id, 1, order_ref)
-    assert await stock_of(database, archived.id) == 10
-    assert await reservations_of(database, order_ref) == []
+    assert await stock_of(db, archived.id) == 10
+    assert await reservations_of(db, order_ref) == []
 
 
 @pytest.mark.parametrize(
@@ -170,142 +178,140 @@ async def test_unknown_variant_and_archived_product_are_not_found(database: Data
     ],
 )
 async def test_bad_arguments_raise_before_any_sql(
-    database: Database, args: tuple[object, ...], kwargs: dict[str, object], message: str
+    db: Database, args: tuple[object, ...], kwargs: dict[str, object], message: str
 ) -> None:
-    inventory = Inventory(database)
-    with count_queries(database) as queries, pytest.raises(ValueError, match=message):
+    inventory = Inventory(db)
+    with count_queries(db) as queries, pytest.raises(ValueError, match=message):
         await inventory.reserve(1, *args, **kwargs)  # type: ignore[arg-type]
     assert queries.count == 0
 
 
-async def test_reserve_after_release_refuses_the_lapsed_order_ref(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    inventory = Inventory(database)
+async def test_reserve_after_release_refuses_the_lapsed_order_ref(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    inventory = Inventory(db)
     order_ref = ref()
     held = await inventory.reserve(variant.id, 1, order_ref)
     assert await inventory.release(held.id)
     with pytest.raises(ReservationExpired) as caught:
         await inventory.reserve(variant.id, 1, order_ref)
     assert caught.value.lapsed == {variant.id: ReservationStatus.RELEASED}
-    assert await stock_of(database, variant.id) == 5
+    assert await stock_of(db, variant.id) == 5
 
 
-async def test_refusal_inside_a_callers_unit_of_work_leaves_it_usable(database: Database) -> None:
-    plenty = await seed_variant(database, stock=5)
-    scarce = await seed_variant(database, stock=1)
-    inventory = Inventory(database)
+async def test_refusal_inside_a_callers_unit_of_work_leaves_it_usable(db: Database) -> None:
+    plenty = await seed_variant(db, stock=5)
+    scarce = await seed_variant(db, stock=1)
+    inventory = Inventory(db)
     order_ref = ref()
-    async with database.unit_of_work() as uow:
+    async with db.unit_of_work() as uow:
         await inventory.reserve(plenty.id, 2, order_ref, uow=uow)
         with pytest.raises(InsufficientStock):
             await inventory.reserve(scarce.id, 2, order_ref, uow=uow)
         await inventory.reserve(scarce.id, 1, order_ref, uow=uow)
         await uow.commit()
-    assert await stock_of(database, plenty.id) == 3
-    assert await stock_of(database, scarce.id) == 0
-    assert sorted(r.variant_id for r in await reservations_of(database, order_ref)) == sorted(
+    assert await stock_of(db, plenty.id) == 3
+    assert await stock_of(db, scarce.id) == 0
+    assert sorted(r.variant_id for r in await reservations_of(db, order_ref)) == sorted(
         [plenty.id, scarce.id]
     )
 
 
-async def test_a_callers_rollback_undoes_the_reservation(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    inventory = Inventory(database)
+async def test_a_callers_rollback_undoes_the_reservation(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    inventory = Inventory(db)
     order_ref = ref()
-    async with database.unit_of_work() as uow:
+    async with db.unit_of_work() as uow:
         await inventory.reserve(variant.id, 2, order_ref, uow=uow)
         # no commit: leaving the block rolls back
-    assert await stock_of(database, variant.id) == 5
-    assert await reservations_of(database, order_ref) == []
+    assert await stock_of(db, variant.id) == 5
+    assert await reservations_of(db, order_ref) == []
 
 
 # -- release ----------------------------------------------------------------------
 
 
-async def test_release_returns_stock_once(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    inventory = Inventory(database)
+async def test_release_returns_stock_once(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    inventory = Inventory(db)
     held = await inventory.reserve(variant.id, 3, ref())
-    with count_queries(database) as queries:
+    with count_queries(db) as queries:
         assert await inventory.release(held.id) is True
     assert queries.count == 1, queries.report()
-    assert await stock_of(database, variant.id) == 5
-    with count_queries(database) as queries:
+    assert await stock_of(db, variant.id) == 5
+    with count_queries(db) as queries:
         assert await inventory.release(held.id) is False
     assert queries.count == 2, queries.report()  # the release that matched nothing, existence
-    assert await stock_of(database, variant.id) == 5
-    (row,) = await reservations_of(database, held.order_ref)
+    assert await stock_of(db, variant.id) == 5
+    (row,) = await reservations_of(db, held.order_ref)
     assert row.status is ReservationStatus.RELEASED
 
 
-async def test_release_of_unknown_reservation_is_not_found(database: Database) -> None:
+async def test_release_of_unknown_reservation_is_not_found(db: Database) -> None:
     with pytest.raises(NotFound):
-        await Inventory(database).release(2**62)
+        await Inventory(db).release(2**62)
 
 
-async def test_release_after_checkout_changes_nothing(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    customer = await seed_customer(database)
-    inventory = Inventory(database)
+async def test_release_after_checkout_changes_nothing(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    customer = await seed_customer(db)
+    inventory = Inventory(db)
     held = await inventory.reserve(variant.id, 2, ref())
     await inventory.checkout(held.order_ref, customer.id)
     assert await inventory.release(held.id) is False
-    assert await stock_of(database, variant.id) == 3
+    assert await stock_of(db, variant.id) == 3
 
 
 # -- release_expired --------------------------------------------------------------
 
 
-async def test_release_expired_restores_only_lapsed_reservations(database: Database) -> None:
-    variant = await seed_variant(database, stock=10)
-    inventory = Inventory(database)
+async def test_release_expired_restores_only_lapsed_reservations(db: Database) -> None:
+    variant = await seed_variant(db, stock=10)
+    inventory = Inventory(db)
     lapsed, live = ref(), ref()
     await inventory.reserve(variant.id, 3, lapsed)
     await inventory.reserve(variant.id, 2, live)
-    await expire_now(database, lapsed)
-    assert await stock_of(database, variant.id) == 5
+    await expire_now(db, lapsed)
+    assert await stock_of(db, variant.id) == 5
     # Other tests' leftovers may expire here too: count only what this test owns.
     await inventory.release_expired(batch_size=1000)
-    assert await stock_of(database, variant.id) == 8
-    assert [r.status for r in await reservations_of(database, lapsed)] == [
-        ReservationStatus.EXPIRED
-    ]
-    assert [r.status for r in await reservations_of(database, live)] == [ReservationStatus.ACTIVE]
+    assert await stock_of(db, variant.id) == 8
+    assert [r.status for r in await reservations_of(db, lapsed)] == [ReservationStatus.EXPIRED]
+    assert [r.status for r in await reservations_of(db, live)] == [ReservationStatus.ACTIVE]
 
 
-async def test_release_expired_sums_per_variant_in_one_statement(database: Database) -> None:
-    first = await seed_variant(database, stock=10)
-    second = await seed_variant(database, stock=10)
-    inventory = Inventory(database)
+async def test_release_expired_sums_per_variant_in_one_statement(db: Database) -> None:
+    first = await seed_variant(db, stock=10)
+    second = await seed_variant(db, stock=10)
+    inventory = Inventory(db)
     await inventory.release_expired(batch_size=1000)  # clear other tests' leftovers
     refs = [ref() for _ in range(3)]
     for order_ref in refs:
         await inventory.reserve(first.id, 2, order_ref)
         await inventory.reserve(second.id, 1, order_ref)
-        await expire_now(database, order_ref)
-    with count_queries(database) as queries:
+        await expire_now(db, order_ref)
+    with count_queries(db) as queries:
         released = await inventory.release_expired(batch_size=100)
     assert queries.count == 1, queries.report()
     assert released == 6
-    assert await stock_of(database, first.id) == 10
-    assert await stock_of(database, second.id) == 10
+    assert await stock_of(db, first.id) == 10
+    assert await stock_of(db, second.id) == 10
 
 
-async def test_release_expired_works_in_batches(database: Database) -> None:
-    variant = await seed_variant(database, stock=10)
-    inventory = Inventory(database)
+async def test_release_expired_works_in_batches(db: Database) -> None:
+    variant = await seed_variant(db, stock=10)
+    inventory = Inventory(db)
     await inventory.release_expired(batch_size=1000)
     refs = [ref() for _ in range(5)]
     for order_ref in refs:
         await inventory.reserve(variant.id, 1, order_ref)
-        await expire_now(database, order_ref)
-    with count_queries(database) as queries:
+        await expire_now(db, order_ref)
+    with count_queries(db) as queries:
         assert await inventory.release_expired(batch_size=2, max_batches=1) == 2
     assert queries.count == 1
-    with count_queries(database) as queries:
+    with count_queries(db) as queries:
         assert await inventory.release_expired(batch_size=2) == 3
     assert queries.count == 2  # 2 + 1: the short batch ends the run
-    assert await stock_of(database, variant.id) == 10
+    assert await stock_of(db, variant.id) == 10
 
 
 @pytest.mark.parametrize(
@@ -317,28 +323,28 @@ async def test_release_expired_works_in_batches(database: Database) -> None:
     ],
 )
 async def test_release_expired_checks_its_arguments(
-    database: Database, kwargs: dict[str, int], message: str
+    db: Database, kwargs: dict[str, int], message: str
 ) -> None:
-    with count_queries(database) as queries, pytest.raises(ValueError, match=message):
-        await Inventory(database).release_expired(**kwargs)  # type: ignore[arg-type]
+    with count_queries(db) as queries, pytest.raises(ValueError, match=message):
+        await Inventory(db).release_expired(**kwargs)  # type: ignore[arg-type]
     assert queries.count == 0
 
 
 # -- checkout ---------------------------------------------------------------------
 
 
-async def test_checkout_creates_the_order_at_current_prices(database: Database) -> None:
-    shirt = await seed_variant(database, stock=5, price_cents=2000)
-    socks = await seed_variant(database, stock=5, price_cents=300)
-    customer = await seed_customer(database)
-    inventory = Inventory(database)
+async def test_checkout_creates_the_order_at_current_prices(db: Database) -> None:
+    shirt = await seed_variant(db, stock=5, price_cents=2000)
+    socks = await seed_variant(db, stock=5, price_cents=300)
+    customer = await seed_customer(db)
+    inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(shirt.id, 1, order_ref, customer_id=customer.id)
     await inventory.reserve(socks.id, 3, order_ref, customer_id=customer.id)
-    async with database.unit_of_work() as uow:
+    async with db.unit_of_work() as uow:
         await uow.variants.update(socks.id, price_cents=250)  # the price at checkout counts
         await uow.commit()
-    with count_queries(database) as queries:
+    with count_queries(db) as queries:
         order = await inventory.checkout(order_ref, customer.id)
     assert queries.count == 4, queries.report()  # lock, order, items, reservations
     assert order.total_cents == 2000 + 3 * 250
@@ -346,45 +352,43 @@ async def test_checkout_creates_the_order_at_current_prices(database: Database) 
         (shirt.id, 1, 2000),
         (socks.id, 3, 250),
     }
-    assert {r.status for r in await reservations_of(database, order_ref)} == {
+    assert {r.status for r in await reservations_of(db, order_ref)} == {
         ReservationStatus.CHECKED_OUT
     }
     # Stock left the shelf at reserve time; checkout does not move it again.
-    assert (await stock_of(database, shirt.id), await stock_of(database, socks.id)) == (4, 2)
+    assert (await stock_of(db, shirt.id), await stock_of(db, socks.id)) == (4, 2)
 
 
-async def test_checking_out_twice_returns_the_same_order(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    customer = await seed_customer(database)
-    inventory = Inventory(database)
+async def test_checking_out_twice_returns_the_same_order(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    customer = await seed_customer(db)
+    inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(variant.id, 2, order_ref)
     first = await inventory.checkout(order_ref, customer.id)
-    with count_queries(database) as queries:
+    with count_queries(db) as queries:
         again = await inventory.checkout(order_ref, customer.id)
     assert queries.count == 3, queries.report()  # lock, order, items
     assert again.id == first.id
     assert [(i.variant_id, i.qty) for i in again.items] == [(variant.id, 2)]
-    async with database.unit_of_work(read_only=True) as uow:
+    async with db.unit_of_work(read_only=True) as uow:
         assert await uow.orders.count(order_ref=order_ref) == 1
 
 
 @pytest.mark.parametrize("lapse", ["expired", "swept", "released"])
-async def test_checkout_with_a_lapsed_reservation_writes_nothing(
-    database: Database, lapse: str
-) -> None:
-    good = await seed_variant(database, stock=5)
-    gone = await seed_variant(database, stock=5)
-    customer = await seed_customer(database)
-    inventory = Inventory(database)
+async def test_checkout_with_a_lapsed_reservation_writes_nothing(db: Database, lapse: str) -> None:
+    good = await seed_variant(db, stock=5)
+    gone = await seed_variant(db, stock=5)
+    customer = await seed_customer(db)
+    inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(good.id, 1, order_ref)
     held = await inventory.reserve(gone.id, 1, order_ref)
     if lapse == "released":
         await inventory.release(held.id)
     else:
-        await expire_now(database, order_ref)  # both lapse by the clock ...
-        async with database.unit_of_work() as uow:  # ... but only one is past it
+        await expire_now(db, order_ref)  # both lapse by the clock ...
+        async with db.unit_of_work() as uow:  # ... but only one is past it
             await uow.session.execute(
                 update(StockReservation)
                 .where(StockReservation.id != held.id, StockReservation.order_ref == order_ref)
@@ -397,16 +401,16 @@ async def test_checkout_with_a_lapsed_reservation_writes_nothing(
     with pytest.raises(ReservationExpired) as caught:
         await inventory.checkout(order_ref, customer.id)
     assert caught.value.lapsed == {gone.id: expected}
-    async with database.unit_of_work(read_only=True) as uow:
+    async with db.unit_of_work(read_only=True) as uow:
         assert await uow.orders.count(order_ref=order_ref) == 0
-    statuses = {r.variant_id: r.status for r in await reservations_of(database, order_ref)}
+    statuses = {r.variant_id: r.status for r in await reservations_of(db, order_ref)}
     assert statuses[good.id] is ReservationStatus.ACTIVE
 
 
-async def test_checkout_refuses_another_customers_reservations(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    owner, other = await seed_customer(database), await seed_customer(database)
-    inventory = Inventory(database)
+async def test_checkout_refuses_another_customers_reservations(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    owner, other = await seed_customer(db), await seed_customer(db)
+    inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(variant.id, 1, order_ref, customer_id=owner.id)
     with pytest.raises(CheckoutFailed, match="another customer"):
@@ -417,22 +421,20 @@ async def test_checkout_refuses_another_customers_reservations(database: Databas
     assert order.customer_id == owner.id
 
 
-async def test_checkout_of_an_unknown_order_ref_is_not_found(database: Database) -> None:
-    customer = await seed_customer(database)
+async def test_checkout_of_an_unknown_order_ref_is_not_found(db: Database) -> None:
+    customer = await seed_customer(db)
     with pytest.raises(NotFound):
-        await Inventory(database).checkout(ref(), customer.id)
+        await Inventory(db).checkout(ref(), customer.id)
 
 
-async def test_checkout_inside_a_callers_rollback_leaves_nothing(database: Database) -> None:
-    variant = await seed_variant(database, stock=5)
-    customer = await seed_customer(database)
-    inventory = Inventory(database)
+async def test_checkout_inside_a_callers_rollback_leaves_nothing(db: Database) -> None:
+    variant = await seed_variant(db, stock=5)
+    customer = await seed_customer(db)
+    inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(variant.id, 1, order_ref)
-    async with database.unit_of_work() as uow:
+    async with db.unit_of_work() as uow:
         await inventory.checkout(order_ref, customer.id, uow=uow)
-    async with database.unit_of_work(read_only=True) as uow:
+    async with db.unit_of_work(read_only=True) as uow:
         assert await uow.orders.count(order_ref=order_ref) == 0
-    assert [r.status for r in await reservations_of(database, order_ref)] == [
-        ReservationStatus.ACTIVE
-    ]
+    assert [r.status for r in await reservations_of(db, order_ref)] == [ReservationStatus.ACTIVE]
