@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 
 import pytest
 from sqlalchemy import text, update
@@ -12,8 +12,19 @@ from harbordb import Database
 from harbordb.cache import CatalogCache, MemoryCache
 from harbordb.errors import AfterCommitError
 from harbordb.inventory import InsufficientStock, Inventory
-from harbordb.models import Customer, Product, StockReservation, Variant
+from harbordb.models import Customer, Order, Product, StockReservation, Variant
 from harbordb.uow import UnitOfWork
+
+
+@pytest.fixture(autouse=True)
+async def _delete_committed_rows(database: Database) -> AsyncIterator[None]:
+    """These tests commit: remove their rows afterwards (other tests expect empty tables)."""
+    yield
+    async with database.unit_of_work() as uow:
+        await uow.orders.delete_where(Order.order_ref.startswith("cache-"))
+        await uow.products.delete_where(Product.name.startswith("cache "))
+        await uow.customers.delete_where(Customer.email.startswith("cache-"))
+        await uow.commit()
 
 
 class RecordingCache(MemoryCache[str]):
@@ -168,7 +179,7 @@ async def test_the_cache_hears_only_after_the_change_is_visible(database: Databa
 
 async def test_release_and_sweep_invalidate_checkout_does_not(database: Database) -> None:
     product_id, (first, second) = await seed(database, [5, 5])
-    customer = Customer(email=f"{uuid.uuid4().hex}@example.com", name="Cache")
+    customer = Customer(email=f"cache-{uuid.uuid4().hex}@example.com", name="Cache")
     async with database.unit_of_work() as uow:
         await uow.customers.add(customer)
         await uow.commit()

@@ -8,6 +8,7 @@ works on its own freshly seeded variants and order_refs.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,11 +24,23 @@ from harbordb.inventory import (
 )
 from harbordb.models import (
     Customer,
+    Order,
     Product,
     ReservationStatus,
     StockReservation,
     Variant,
 )
+
+
+@pytest.fixture(autouse=True)
+async def _delete_committed_rows(database: Database) -> AsyncIterator[None]:
+    """These tests commit: remove their rows afterwards (other tests expect empty tables)."""
+    yield
+    async with database.unit_of_work() as uow:
+        await uow.orders.delete_where(Order.order_ref.startswith("inv-"))
+        await uow.products.delete_where(Product.name.startswith("inventory "))
+        await uow.customers.delete_where(Customer.email.startswith("inv-"))
+        await uow.commit()
 
 
 @pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
@@ -58,7 +71,7 @@ async def seed_variant(
 
 
 async def seed_customer(db: Database) -> Customer:
-    customer = Customer(email=f"{uuid.uuid4().hex}@example.com", name="Inventory Tester")
+    customer = Customer(email=f"inv-{uuid.uuid4().hex}@example.com", name="Inventory Tester")
     async with db.unit_of_work() as uow:
         await uow.customers.add(customer)
         await uow.commit()

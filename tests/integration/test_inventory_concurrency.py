@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -21,12 +21,24 @@ from harbordb import Database, NotFound, count_queries
 from harbordb.inventory import InsufficientStock, Inventory, Reservation, ReservationExpired
 from harbordb.models import (
     Customer,
+    Order,
     OrderItem,
     Product,
     ReservationStatus,
     StockReservation,
     Variant,
 )
+
+
+@pytest.fixture(autouse=True)
+async def _delete_committed_rows(database: Database) -> AsyncIterator[None]:
+    """These tests commit: remove their rows afterwards (other tests expect empty tables)."""
+    yield
+    async with database.unit_of_work() as uow:
+        await uow.orders.delete_where(Order.order_ref.startswith("conc-"))
+        await uow.products.delete_where(Product.name.startswith("concurrency "))
+        await uow.customers.delete_where(Customer.email.startswith("conc-"))
+        await uow.commit()
 
 
 @pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
@@ -204,7 +216,7 @@ async def invariant_totals(db: Database, variant_ids: list[int]) -> dict[int, in
 
 async def test_mixed_operations_keep_stock_accounted_for(db: Database) -> None:
     variant_ids = await seed_variants(db, [INITIAL] * VARIANTS)
-    customer = Customer(email=f"{uuid.uuid4().hex}@example.com", name="Stress")
+    customer = Customer(email=f"conc-{uuid.uuid4().hex}@example.com", name="Stress")
     async with db.unit_of_work() as uow:
         await uow.customers.add(customer)
         await uow.commit()

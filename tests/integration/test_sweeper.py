@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -18,6 +19,15 @@ from harbordb import Database
 from harbordb.inventory import Inventory
 from harbordb.models import Product, ReservationStatus, StockReservation, Variant
 from harbordb.sweeper import run_sweeper, sweep_once
+
+
+@pytest.fixture(autouse=True)
+async def _delete_committed_rows(database: Database) -> AsyncIterator[None]:
+    """These tests commit: remove their rows afterwards (other tests expect empty tables)."""
+    yield
+    async with database.unit_of_work() as uow:
+        await uow.products.delete_where(Product.name.startswith("sweeper "))
+        await uow.commit()
 
 
 @pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
