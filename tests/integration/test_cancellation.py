@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import anyio
 import pytest
@@ -71,7 +72,9 @@ async def _backend_of_next_unit_of_work(db: Database) -> int:
 
 
 async def _cancel_while(
-    how: str, work: Callable[[], Awaitable[None]], started: Callable[[], Awaitable[None]]
+    how: str,
+    work: Callable[[], Coroutine[Any, Any, None]],
+    started: Callable[[], Coroutine[Any, Any, None]],
 ) -> None:
     """Start `work`, wait for `started()`, then cancel it the way `how` says."""
     if how == "task.cancel":
@@ -135,7 +138,7 @@ async def test_cancelled_between_statements_rolls_back_and_keeps_the_connection(
     pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     async def work() -> None:
-        async with db.unit_of_work() as uow:
+        async with single.unit_of_work() as uow:
             uow.session.add(Customer(email=email, name="cancelled"))
             await uow.flush()
             backend = await uow.session.execute(text("SELECT pg_backend_pid()"))
@@ -146,8 +149,8 @@ async def test_cancelled_between_statements_rolls_back_and_keeps_the_connection(
         state = await _wait_for_state(database, await pid, {"idle in transaction:ClientRead"})
         assert state == "idle in transaction:ClientRead"
 
-    async with Database(migrated_url, pooler="none", pool_size=1, max_overflow=0) as db:
+    async with Database(migrated_url, pooler="none", pool_size=1, max_overflow=0) as single:
         await _cancel_while(how, work, waiting)
         assert await _backend_state(database, pid.result()) == "idle:ClientRead"
-        assert await _rows(db, email) == 0
-        assert await _backend_of_next_unit_of_work(db) == pid.result()
+        assert await _rows(single, email) == 0
+        assert await _backend_of_next_unit_of_work(single) == pid.result()

@@ -132,7 +132,12 @@ def _own(shop: Shop, who: int) -> dict[str, set[int]]:
     }
 
 
-NOTHING_OWNED = {"customers": set(), "orders": set(), "order_items": set(), "reservations": set()}
+NOTHING_OWNED: dict[str, set[int]] = {
+    "customers": set(),
+    "orders": set(),
+    "order_items": set(),
+    "reservations": set(),
+}
 
 
 async def _identity(uow: UnitOfWork) -> tuple[str, str | None]:
