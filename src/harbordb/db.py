@@ -179,7 +179,7 @@ class Database:
 
         Options are validated here, before any SQL is sent.
         """
-        if nplusone is None:
+        if nplusone is None:  # the service-wide default, HARBORDB_NPLUSONE
             nplusone = getattr(self.settings, "nplusone", None)
         if connection is None:
             session = self.sessionmaker()

@@ -65,6 +65,9 @@ ROLES: Mapping[str, str] = MappingProxyType(
 # Seconds a rollback and close may take once the unit of work is being cancelled.
 CLEANUP_TIMEOUT = 10.0
 
+# PostgreSQL's timeouts are a 32-bit number of milliseconds.
+_MAX_TIMEOUT_MS = 2**31 - 1
+
 # The setting the row-level security policies read (see migration 0002).
 CLAIMS_SETTING = "request.jwt.claims"
 
@@ -131,10 +134,10 @@ class UnitOfWork:
             self._detector.attach(self._session.sync_session)
         try:
             with translating():
-                options = {"isolation_level": self._isolation_level}
-                await self._session.connection(
-                    execution_options=options if self._isolation_level else None
-                )
+                # Connect now, so that an unreachable server fails at `async with`.
+                level = self._isolation_level
+                options = {"isolation_level": level} if level else None
+                await self._session.connection(execution_options=options)
                 if self._settings:
                     statement, params = _setup_statement(self._settings)
                     await self._session.execute(statement, params)
@@ -171,8 +174,7 @@ class UnitOfWork:
         rollback = self._state == "open"
         if rollback:
             self._state = "closed"
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + CLEANUP_TIMEOUT
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLEANUP_TIMEOUT):
             try:
                 if rollback:
                     with translating():
@@ -208,9 +210,12 @@ class UnitOfWork:
     @property
     def session(self) -> AsyncSession:
         """The session; raises `UnitOfWorkClosed` outside the ``async with`` block."""
+        self._require_open()
+        return self._session
+
+    def _require_open(self) -> None:
         if self._state != "open":
             raise UnitOfWorkClosed(_closed_message(self._state))
-        return self._session
 
     async def flush(self) -> None:
         """Send pending changes now (to see constraint errors or generated keys early)."""
@@ -239,7 +244,7 @@ class UnitOfWork:
 
         Callbacks run in registration order inside `commit()`; see there for errors.
         """
-        self.session  # noqa: B018 (raises once the unit of work is over)
+        self._require_open()
         self._callbacks.append(callback)
 
     async def _run_callbacks(self) -> None:
@@ -345,7 +350,10 @@ def _milliseconds(name: str, value: Duration) -> int:
         raise ConfigurationError(f"{name} must be a number of seconds or a timedelta")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigurationError(f"{name} must be a positive, finite duration")
-    return math.ceil(seconds * 1000)
+    milliseconds = math.ceil(seconds * 1000)
+    if milliseconds > _MAX_TIMEOUT_MS:
+        raise ConfigurationError(f"{name} must be at most {_MAX_TIMEOUT_MS // 1000} seconds")
+    return milliseconds
 
 
 def _setup_statement(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:

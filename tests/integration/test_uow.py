@@ -351,6 +351,7 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"statement_timeout": "5s"},
     {"statement_timeout": True},
     {"lock_timeout": timedelta(0)},
+    {"lock_timeout": timedelta(days=25)},
     {"lock_timeout": "1; SET ROLE postgres"},
     {"isolation_level": "READ UNCOMMITTED; DROP TABLE customers"},
     {"isolation_level": "serializable"},
