@@ -18,6 +18,9 @@ Cursor format (opaque to callers, documented here for maintainers)::
   cursor that decodes can always be bound: a bad cursor is never a database
   error.
 
+The filters are not part of the fingerprint: a cursor reused with other
+filters resumes at the same position within the rows those filters select.
+
 Sort columns must be NOT NULL (`SQL NULL` has no place in a row comparison);
 `Repository.page` refuses nullable ones.
 """

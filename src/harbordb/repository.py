@@ -555,7 +555,7 @@ class Repository(Generic[ModelT]):
         pk = _mapper(self.model).primary_key
         if len(pk) == 1:
             condition: ColumnElement[bool] = pk[0] == id
-        return condition
+            return condition
         if not isinstance(id, tuple) or len(id) != len(pk):
             raise TypeError(
                 f"{self.model.__name__} has a composite primary key: pass a tuple of {len(pk)}"

@@ -812,3 +812,25 @@ async def test_copy_translates_errors_and_checks_columns(session: AsyncSession) 
         )
     assert caught.value.constraint == "uq_variants_sku"
     await session.rollback()
+
+
+async def test_composite_primary_keys(db: Database, session: AsyncSession) -> None:
+    class OrderItems(Repository[OrderItem]):
+        model = OrderItem
+        load = ("variant",)
+
+    (order_id,) = await seed_orders(session, 1, items=3)
+    items = OrderItems(session)
+    rows = await items.list(order_id=order_id)
+    keys = [(row.order_id, row.variant_id) for row in rows]
+    with count_queries(db) as queries:
+        one = await items.get(keys[1])
+        many = await items.get_many([keys[2], keys[0]])
+        page = await items.page(order_id=order_id, limit=2)
+        rest = await items.page(order_id=order_id, after=page.next_cursor, limit=2)
+    assert queries.count == 4
+    assert (one.order_id, one.variant_id) == keys[1]
+    assert [(r.order_id, r.variant_id) for r in many] == [keys[2], keys[0]]
+    assert [(r.order_id, r.variant_id) for r in page.items + rest.items] == keys
+    with pytest.raises(TypeError, match="composite primary key: pass a tuple of 2"):
+        await items.get(order_id)
