@@ -9,13 +9,17 @@ Each operation runs in a unit of work of its own (through `Database.run`, so a
 deadlock or serialization failure re-runs it), or inside the caller's when
 given ``uow=``: it then writes in the caller's transaction, adds its cache
 invalidation as an after-commit callback, and leaves the commit to the caller.
-On a refusal (`InsufficientStock`, `ReservationExpired`, ...) nothing the
-operation wrote remains, and the caller's transaction is still usable.
+When an operation refuses (`InsufficientStock`, `ReservationExpired`,
+`CheckoutFailed`, `NotFound`), nothing it wrote remains and the caller's
+transaction is still usable. A database error (say `ForeignKeyViolation` for
+an unknown customer) aborts the transaction as always: wrap the call in
+``uow.savepoint()`` to carry on after one.
 
 An ``order_ref`` names one checkout attempt: at most one reservation per
 (order_ref, variant) exists (a unique constraint), and at most one order. Once
 a reservation expired or was released, its order_ref cannot reserve that
-variant again; start a new attempt with a new order_ref.
+variant again; start a new attempt with a new order_ref. A reservation made
+for an order_ref after its checkout is not added to that order: it expires.
 
 The statements are written out below rather than built from repository
 methods where their shape is the point: which row is locked, when, and for
@@ -29,7 +33,7 @@ import math
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, Unpack, cast
+from typing import TypeVar, Unpack, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -44,6 +48,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.expression import Executable
 
 from harbordb.cache import CatalogCache
 from harbordb.db import Database
@@ -203,8 +208,9 @@ class Inventory:
         """Hold `qty` units of a variant for `order_ref` until ``now() + ttl`` (server clock).
 
         Idempotent per (order_ref, variant_id): a repeated request, even a
-        concurrent one, returns the existing reservation (``created=False``)
-        and takes no more stock. Raises `InsufficientStock` (with what is
+        concurrent one, returns the existing reservation (``created=False``;
+        its status is active, or checked out once the order exists) and takes
+        no more stock. Raises `InsufficientStock` (with what is
         available), `NotFound` (unknown variant or archived product),
         `ReservationExpired` (this order_ref's reservation of the variant
         already lapsed), and `ValueError` for a bad argument, before any SQL.
@@ -461,7 +467,7 @@ async def _existing_order(
 
 def _claim_statement(
     variant_id: int, qty: int, order_ref: str, ttl: timedelta, customer_id: int | None
-) -> Any:
+) -> Executable:
     r, v, p = _reservations, _variants, _products
     live_with_stock = (
         select(
@@ -484,7 +490,7 @@ def _claim_statement(
     )
 
 
-def _take_stock_statement(variant_id: int, qty: int) -> Any:
+def _take_stock_statement(variant_id: int, qty: int) -> Executable:
     v = _variants
     return (
         update(v)
@@ -494,13 +500,13 @@ def _take_stock_statement(variant_id: int, qty: int) -> Any:
     )
 
 
-def _unclaim_statement(reservation_id: int, variant_id: int) -> Any:
+def _unclaim_statement(reservation_id: int, variant_id: int) -> Executable:
     r, v = _reservations, _variants
     stock_left = select(v.c.stock_qty).where(v.c.id == variant_id).scalar_subquery()
     return delete(r).where(r.c.id == reservation_id).returning(stock_left)
 
 
-def _diagnose_statement(variant_id: int, order_ref: str) -> Any:
+def _diagnose_statement(variant_id: int, order_ref: str) -> Executable:
     r, v, p = _reservations, _variants, _products
     return (
         select(
@@ -521,7 +527,7 @@ def _diagnose_statement(variant_id: int, order_ref: str) -> Any:
     )
 
 
-def _release_statement(reservation_id: int) -> Any:
+def _release_statement(reservation_id: int) -> Executable:
     """One statement: mark released if active, and give its qty back to the variant."""
     r, v = _reservations, _variants
     released = (
@@ -539,7 +545,7 @@ def _release_statement(reservation_id: int) -> Any:
     )
 
 
-def _expire_statement(batch_size: int) -> Any:
+def _expire_statement(batch_size: int) -> Executable:
     """One statement per batch: claim due rows, expire them, restore stock per variant.
 
     Stock goes back with one UPDATE ... FROM an aggregate (several expired
@@ -593,7 +599,7 @@ def _expire_statement(batch_size: int) -> Any:
     ).join(per_variant, per_variant.c.variant_id == restored.c.id)
 
 
-def _lock_order_statement(order_ref: str) -> Any:
+def _lock_order_statement(order_ref: str) -> Executable:
     """The order_ref's reservations, locked in id order, with their variants' current prices.
 
     ``FOR UPDATE OF stock_reservations`` only: variants stay unlocked, so a
