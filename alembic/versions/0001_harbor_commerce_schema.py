@@ -122,8 +122,8 @@ def upgrade() -> None:
             ondelete="CASCADE",
             name="fk_variants_product_id_products",
         ),
-        sa.CheckConstraint("price_cents >= 0", name="ck_variants_price_cents_non_negative"),
-        sa.CheckConstraint("stock_qty >= 0", name="ck_variants_stock_qty_non_negative"),
+        sa.CheckConstraint("price_cents >= 0", name=op.f("ck_variants_price_cents_non_negative")),
+        sa.CheckConstraint("stock_qty >= 0", name=op.f("ck_variants_stock_qty_non_negative")),
     )
     op.create_index("ix_variants_product_id", "variants", ["product_id"])
 
@@ -153,7 +153,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
             name="fk_stock_reservations_customer_id_customers",
         ),
-        sa.CheckConstraint("qty > 0", name="ck_stock_reservations_qty_positive"),
+        sa.CheckConstraint("qty > 0", name=op.f("ck_stock_reservations_qty_positive")),
     )
     op.create_index("ix_stock_reservations_variant_id", "stock_reservations", ["variant_id"])
     op.create_index("ix_stock_reservations_customer_id", "stock_reservations", ["customer_id"])
@@ -180,7 +180,7 @@ def upgrade() -> None:
             ondelete="RESTRICT",
             name="fk_orders_customer_id_customers",
         ),
-        sa.CheckConstraint("total_cents >= 0", name="ck_orders_total_cents_non_negative"),
+        sa.CheckConstraint("total_cents >= 0", name=op.f("ck_orders_total_cents_non_negative")),
     )
     op.create_index("ix_orders_customer_id", "orders", ["customer_id"])
     op.create_index("ix_orders_status", "orders", ["status"])
@@ -201,9 +201,9 @@ def upgrade() -> None:
             ondelete="RESTRICT",
             name="fk_order_items_variant_id_variants",
         ),
-        sa.CheckConstraint("qty > 0", name="ck_order_items_qty_positive"),
+        sa.CheckConstraint("qty > 0", name=op.f("ck_order_items_qty_positive")),
         sa.CheckConstraint(
-            "unit_price_cents >= 0", name="ck_order_items_unit_price_cents_non_negative"
+            "unit_price_cents >= 0", name=op.f("ck_order_items_unit_price_cents_non_negative")
         ),
     )
     op.create_index("ix_order_items_variant_id", "order_items", ["variant_id"])

@@ -23,8 +23,8 @@ def test_every_relationship_is_lazy_raise_with_back_populates() -> None:
 
 def test_every_foreign_key_is_indexed() -> None:
     for table in Base.metadata.tables.values():
-        indexed = {
-            tuple(col.name for col in index.columns)[:1] for index in table.indexes
-        } | {tuple(col.name for col in table.primary_key.columns)[:1]}
+        indexed = {tuple(col.name for col in index.columns)[:1] for index in table.indexes} | {
+            tuple(col.name for col in table.primary_key.columns)[:1]
+        }
         for fk in table.foreign_keys:
             assert (fk.parent.name,) in indexed, f"{table.name}.{fk.parent.name} has no index"
