@@ -17,7 +17,7 @@
         ├── PermissionDenied       42501 missing privilege or row-level security refusal
         ├── Retryable              40001 serialization failure, 40P01 deadlock
         ├── Timeout                57014 statement timeout or cancel, 55P03 lock timeout
-        └── Unavailable            08xxx, 57P01-57P03, a lost connection
+        └── Unavailable            08xxx, 57P01-57P03, a lost or refused connection
 
     NPlusOneWarning (a UserWarning): what the N+1 detector emits in "warn" mode
 

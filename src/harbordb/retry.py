@@ -2,7 +2,9 @@
 
 A serialization failure (40001) or a deadlock (40P01) rolls the whole
 transaction back, so the only safe retry is of the whole function, in a new
-transaction. `Database.run` does that; the loop lives here.
+transaction. `Database.run` does that; the loop lives here. Nothing else is
+retried: not `Unavailable` either, since a connection lost during COMMIT
+leaves unknown whether the transaction committed.
 
 Backoff is "full jitter": before re-run n (0-based) sleep a uniformly random
 time in [0, min(MAX_DELAY, BASE_DELAY * 2**n)], so that transactions that
