@@ -16,13 +16,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
+from alembic import command
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from harbordb import Database, count_queries
+from harbordb.db import normalize_url
 from harbordb.errors import ConfigurationError, PermissionDenied
 from harbordb.models import Customer, Order, OrderItem, Product, StockReservation, Variant
-from harbordb.testing.cluster import PgBouncer
+from harbordb.testing.cluster import PgBouncer, PostgresCluster
+from harbordb.testing.plugin import alembic_config
 from harbordb.uow import UnitOfWork
 
 
@@ -301,3 +307,82 @@ async def test_an_unknown_role_is_refused_before_any_sql(database: Database, rol
     ):
         database.unit_of_work(role=role, claims={"sub": "1"})
     assert queries.count == 0
+
+
+# -- the migration ---------------------------------------------------------------
+
+OWNED_TABLES = {"customers", "orders", "order_items", "stock_reservations"}
+
+
+@pytest.fixture
+async def scratch_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
+    """A database of its own, to migrate up and down without disturbing the others."""
+    name = f"harbordb_rls_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(
+        normalize_url(pg_cluster.admin_url),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"statement_cache_size": 0},
+    )
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield normalize_url(pg_cluster.url).set(database=name).render_as_string(False)
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+async def _security(url: str) -> dict[str, set[str]]:
+    """Policies, tables with row-level security, the roles' grants, the helper, the roles."""
+    queries = {
+        "policies": "SELECT tablename || '.' || policyname FROM pg_policies",
+        "rls": "SELECT relname FROM pg_class WHERE relrowsecurity",
+        "grants": (
+            "SELECT grantee || ' ' || privilege_type || ' ' || table_name "
+            "FROM information_schema.role_table_grants WHERE grantee LIKE 'harbordb%'"
+        ),
+        "functions": "SELECT proname FROM pg_proc WHERE proname LIKE 'harbordb_current%'",
+        "roles": "SELECT rolname FROM pg_roles WHERE rolname LIKE 'harbordb%'",
+    }
+    engine = create_async_engine(url, poolclass=NullPool, connect_args={"statement_cache_size": 0})
+    try:
+        async with engine.connect() as connection:
+            return {
+                key: set((await connection.execute(text(sql))).scalars())
+                for key, sql in queries.items()
+            }
+    finally:
+        await engine.dispose()
+
+
+async def test_migration_0002_upgrades_downgrades_and_upgrades_again(
+    scratch_url: str, migrated_url: str
+) -> None:
+    """`migrated_url`: another database using the roles, so the downgrade must keep them."""
+    config = alembic_config(scratch_url)
+
+    await anyio.to_thread.run_sync(command.upgrade, config, "head")
+    up = await _security(scratch_url)
+    assert up["policies"] == {f"{table}.{table}_own" for table in OWNED_TABLES}
+    assert up["rls"] == OWNED_TABLES
+    assert "harbordb_anon SELECT products" in up["grants"]
+    assert "harbordb_authenticated UPDATE orders" in up["grants"]
+    assert not any(g.startswith("harbordb_anon") and "orders" in g for g in up["grants"])
+    assert up["functions"] == {"harbordb_current_customer_id"}
+    assert up["roles"] == {"harbordb_anon", "harbordb_authenticated"}
+
+    await anyio.to_thread.run_sync(command.downgrade, config, "0001")
+    down = await _security(scratch_url)
+    assert down == {
+        "policies": set(),
+        "rls": set(),
+        "grants": set(),
+        "functions": set(),
+        # Roles belong to the cluster, and the database at `migrated_url` still uses them.
+        "roles": {"harbordb_anon", "harbordb_authenticated"},
+    }
+
+    await anyio.to_thread.run_sync(command.upgrade, config, "head")  # the roles exist: fine
+    assert await _security(scratch_url) == up
