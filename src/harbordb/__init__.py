@@ -4,9 +4,11 @@ SQLAlchemy 2.1 (asyncio) over asyncpg, safe behind a transaction pooler, with
 models whose relationships can only be loaded through an explicit load plan.
 """
 
+from harbordb.cache import CatalogCache, MemoryCache
 from harbordb.config import Settings
 from harbordb.db import Database, normalize_url
 from harbordb.errors import (
+    AfterCommitError,
     CheckViolation,
     ConfigurationError,
     Conflict,
@@ -17,30 +19,77 @@ from harbordb.errors import (
     InvalidCursor,
     LazyLoadDetected,
     NotFound,
+    NPlusOneWarning,
+    PermissionDenied,
     Retryable,
     Timeout,
     Unavailable,
+    UnitOfWorkClosed,
 )
+from harbordb.inventory import (
+    CheckoutFailed,
+    InsufficientStock,
+    Inventory,
+    Reservation,
+    ReservationExpired,
+)
+from harbordb.pagination import OffsetPage, Page
 from harbordb.querycount import QueryCounter, assert_max_queries, count_queries
+from harbordb.repositories import (
+    CustomerRepository,
+    OrderRepository,
+    ProductRepository,
+    ReservationRepository,
+    TagRepository,
+    VariantRepository,
+)
+from harbordb.repository import Repository, any_of, contains, escape_like
+from harbordb.sweeper import run_sweeper
+from harbordb.uow import UnitOfWork
 
 __all__ = [
+    "AfterCommitError",
+    "CatalogCache",
     "CheckViolation",
+    "CheckoutFailed",
     "ConfigurationError",
     "Conflict",
+    "CustomerRepository",
     "Database",
     "DatabaseError",
     "ForeignKeyViolation",
     "HarborError",
+    "InsufficientStock",
     "IntegrityError",
     "InvalidCursor",
+    "Inventory",
     "LazyLoadDetected",
+    "MemoryCache",
+    "NPlusOneWarning",
     "NotFound",
+    "OffsetPage",
+    "OrderRepository",
+    "Page",
+    "PermissionDenied",
+    "ProductRepository",
     "QueryCounter",
+    "Repository",
+    "Reservation",
+    "ReservationExpired",
+    "ReservationRepository",
     "Retryable",
     "Settings",
+    "TagRepository",
     "Timeout",
     "Unavailable",
+    "UnitOfWork",
+    "UnitOfWorkClosed",
+    "VariantRepository",
+    "any_of",
     "assert_max_queries",
+    "contains",
     "count_queries",
+    "escape_like",
     "normalize_url",
+    "run_sweeper",
 ]

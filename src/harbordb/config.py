@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harbordb.errors import ConfigurationError
+from harbordb.nplusone import NPlusOneMode, parse_nplusone_mode
 
 Pooler = Literal["none", "external"]
 POOLERS: tuple[Pooler, ...] = ("none", "external")
@@ -33,20 +34,25 @@ class Settings:
     max_overflow: int = 10
     pool_recycle: float = 1800.0
     pool_timeout: float = 30.0
+    # The N+1 detector's default for every unit of work: "raise", "warn" or None (off).
+    nplusone: NPlusOneMode | None = None
 
     def __post_init__(self) -> None:
         check_pooler(self.pooler)
         for name in ("pool_size", "max_overflow", "pool_recycle", "pool_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.nplusone is not None:
+            parse_nplusone_mode(self.nplusone)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Read `HARBORDB_DATABASE_URL` (else `DATABASE_URL`) and `HARBORDB_POOLER`."""
+        """Read HARBORDB_DATABASE_URL (else DATABASE_URL), HARBORDB_POOLER, HARBORDB_NPLUSONE."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {
             "database_url": env.get("HARBORDB_DATABASE_URL") or env.get("DATABASE_URL"),
             "pooler": env.get("HARBORDB_POOLER") or "none",
+            "nplusone": parse_nplusone_mode(env.get("HARBORDB_NPLUSONE")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -180,7 +180,7 @@ class Database:
         Options are validated here, before any SQL is sent.
         """
         if nplusone is None:  # the service-wide default, HARBORDB_NPLUSONE
-            nplusone = getattr(self.settings, "nplusone", None)
+            nplusone = self.settings.nplusone
         if connection is None:
             session = self.sessionmaker()
         elif isolation_level is not None:

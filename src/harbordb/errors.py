@@ -12,7 +12,7 @@
     └── DatabaseError          PostgreSQL refused a statement; `.sqlstate` tells why
         ├── IntegrityError
         │   ├── Conflict               23505 unique violation (`.constraint`)
-        │   ├── ForeignKeyViolation    23503
+        │   ├── ForeignKeyViolation    23503, and 23001 (ON DELETE RESTRICT)
         │   └── CheckViolation         23514
         ├── PermissionDenied       42501 missing privilege or row-level security refusal
         ├── Retryable              40001 serialization failure, 40P01 deadlock
@@ -20,6 +20,10 @@
         └── Unavailable            08xxx, 57P01-57P03, a lost or refused connection
 
     NPlusOneWarning (a UserWarning): what the N+1 detector emits in "warn" mode
+
+The inventory's refusals (`InsufficientStock`, `ReservationExpired`,
+`CheckoutFailed`) are HarborErrors defined with their domain in
+`harbordb.inventory`.
 
 Database errors are translated from the SQLSTATE the server sent, never from
 message text. The driver's exception is chained as ``__cause__``. Messages
@@ -94,7 +98,7 @@ class Conflict(IntegrityError):
 
 
 class ForeignKeyViolation(IntegrityError):
-    """A foreign key constraint was violated (23503)."""
+    """A foreign key constraint was violated (23503, or 23001 from ON DELETE RESTRICT)."""
 
 
 class CheckViolation(IntegrityError):
@@ -120,6 +124,7 @@ class Unavailable(DatabaseError):
 _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
     "23505": Conflict,
     "23503": ForeignKeyViolation,
+    "23001": ForeignKeyViolation,  # restrict_violation: a RESTRICT foreign key refused a delete
     "23514": CheckViolation,
     "42501": PermissionDenied,
     "40001": Retryable,

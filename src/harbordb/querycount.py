@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
+import greenlet
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -36,7 +38,7 @@ from sqlalchemy.orm import ORMExecuteState, RelationshipProperty, Session
 # Frames from these packages are never "the caller" of a relationship load.
 _IGNORED_DIRS = tuple(
     os.path.dirname(path) + os.sep
-    for path in (sqlalchemy.__file__, asyncio.__file__, __file__)
+    for path in (sqlalchemy.__file__, asyncio.__file__, greenlet.__file__, __file__)
     if path is not None
 )
 
@@ -85,22 +87,23 @@ def _sync_engine(target: AsyncEngine | Engine | _HasEngine) -> Engine:
 
 
 def caller_location() -> str:
-    """The innermost frame of user code, found through the running task's stack.
+    """File and line of the innermost frame outside SQLAlchemy, asyncio and harbordb.
 
-    ORM loads run inside a greenlet whose Python stack does not reach the code
-    that awaited; the asyncio task's coroutine stack does.
+    ORM loads run inside a greenlet that SQLAlchemy spawned; its own stack ends
+    at the spawn, so the walk continues in the parent greenlet, which is
+    suspended inside the awaiting coroutines.
     """
-    frames: list[FrameType] = []
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
-    if task is not None:
-        frames = list(reversed(task.get_stack()))
-    for frame in frames:
+    frame: FrameType | None = sys._getframe(1)
+    current = greenlet.getcurrent()
+    while frame is not None or current.parent is not None:
+        if frame is None:
+            current = current.parent
+            frame = current.gr_frame
+            continue
         filename = frame.f_code.co_filename
         if not filename.startswith(_IGNORED_DIRS):
             return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
     return "<unknown>"
 
 

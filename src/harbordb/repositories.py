@@ -187,11 +187,3 @@ class ReservationRepository(Repository[StockReservation]):
             limit=limit,
             skip_locked=True,
         )
-
-    async def release(self, order_ref: str) -> int:
-        """Release a checkout's active reservations: one UPDATE; returns how many."""
-        return await self.update_where(
-            self.is_active(),
-            order_ref=order_ref,
-            values={"status": ReservationStatus.RELEASED},
-        )

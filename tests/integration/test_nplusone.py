@@ -186,3 +186,22 @@ def test_modes_from_configuration(value: str | None, mode: str | None) -> None:
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="nplusone"):
         parse_nplusone_mode("loud")
+
+
+async def test_the_environment_sets_the_default_and_a_unit_of_work_overrides_it(
+    migrated_url: str, data: Data, outer: AsyncConnection
+) -> None:
+    """HARBORDB_NPLUSONE=raise turns the detector on for every unit of work."""
+    async with Database(migrated_url, environ={"HARBORDB_NPLUSONE": "raise"}) as db:
+        assert db.settings.nplusone == "raise"
+        async with db.unit_of_work(connection=outer) as uow:
+            query = _customers(data, lazyload(Customer.orders))
+            customers = (await uow.session.scalars(query)).all()
+            with pytest.raises(LazyLoadDetected, match="Customer.orders"):
+                for customer in customers:
+                    await customer.awaitable_attrs.orders
+        async with db.unit_of_work(connection=outer, nplusone="off") as uow:
+            customers = (await uow.session.scalars(query)).all()
+            for customer in customers:
+                await customer.awaitable_attrs.orders  # off: loads run, nothing raised
+            assert all(len(c.orders) == 2 for c in customers)

@@ -77,3 +77,22 @@ async def test_counter_ignores_other_engines(database: Database, db_session: Asy
         assert queries.count == 0
     finally:
         await other.dispose()
+
+
+async def _load_orders_in_a_helper(customers: list[Customer]) -> None:
+    for customer in customers:
+        await customer.awaitable_attrs.orders  # the line the report must name
+
+
+async def test_location_is_the_innermost_awaiting_line(
+    database: Database, db_session: AsyncSession
+) -> None:
+    await seed(db_session, 2)
+    query = select(Customer).where(Customer.email.like("qc%")).options(lazyload(Customer.orders))
+    customers = list((await db_session.scalars(query)).all())
+    with count_queries(database) as queries:
+        await _load_orders_in_a_helper(customers)
+    expected_line = _load_orders_in_a_helper.__code__.co_firstlineno + 2
+    assert {load.location for load in queries.relationship_loads} == {
+        f"{__file__}:{expected_line}"
+    }

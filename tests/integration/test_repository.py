@@ -23,7 +23,6 @@ from harbordb.errors import (
     ConfigurationError,
     Conflict,
     ForeignKeyViolation,
-    IntegrityError,
     InvalidCursor,
     NotFound,
 )
@@ -695,14 +694,15 @@ async def test_a_missing_reference_raises_foreign_key_violation(session: AsyncSe
     await session.rollback()
 
 
-async def test_deleting_a_restricted_parent_raises_an_integrity_error(
+async def test_deleting_a_restricted_parent_raises_a_foreign_key_violation(
     session: AsyncSession,
 ) -> None:
     (order_id,) = await seed_orders(session, 1)
     order = await OrderRepository(session).get(order_id, load=())
-    with pytest.raises(IntegrityError) as caught:  # ON DELETE RESTRICT: SQLSTATE 23001
+    with pytest.raises(ForeignKeyViolation) as caught:  # ON DELETE RESTRICT: SQLSTATE 23001
         await CustomerRepository(session).delete(order.customer_id)
     assert caught.value.constraint == "fk_orders_customer_id_customers"
+    assert caught.value.sqlstate == "23001"
     await session.rollback()
 
 
