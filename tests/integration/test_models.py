@@ -20,11 +20,13 @@ from harbordb.models import (
     Variant,
 )
 
+SKU = "KETTLE-MT-1"
+
 
 async def seed_one_of_each(session: AsyncSession) -> None:
     customer = Customer(email="model-test@example.com", name="Ada")
     product = Product(name="Kettle", tags=[Tag(name="kitchen-model-test")])
-    variant = Variant(product=product, sku="KETTLE-MT-1", name="1 l", price_cents=2500, stock_qty=3)
+    variant = Variant(product=product, sku=SKU, name="1 l", price_cents=2500, stock_qty=3)
     order = Order(customer=customer, order_ref="model-test-1", total_cents=2500)
     order.items = [OrderItem(variant=variant, qty=1, unit_price_cents=2500)]
     reservation = StockReservation(
@@ -44,6 +46,7 @@ async def test_every_relationship_raises_on_lazy_access(db_session: AsyncSession
     await seed_one_of_each(db_session)
     checked = 0
     for mapper in Base.registry.mappers:
+        # Any row will do (other tests may have committed some): lazy access raises on each.
         obj = (await db_session.scalars(select(mapper.class_).limit(1))).one()
         for rel in mapper.relationships:
             with pytest.raises(InvalidRequestError, match="lazy='raise'"):
@@ -54,7 +57,9 @@ async def test_every_relationship_raises_on_lazy_access(db_session: AsyncSession
 
 async def test_awaitable_attrs_cannot_sneak_a_lazy_load(db_session: AsyncSession) -> None:
     await seed_one_of_each(db_session)
-    customer = (await db_session.scalars(select(Customer))).one()
+    customer = (
+        await db_session.scalars(select(Customer).where(Customer.email == "model-test@example.com"))
+    ).one()
     with pytest.raises(InvalidRequestError, match="lazy='raise'"):
         await customer.awaitable_attrs.orders
 
@@ -63,7 +68,7 @@ async def test_server_sets_timestamps_and_trigger_bumps_updated_at(
     db_session: AsyncSession,
 ) -> None:
     await seed_one_of_each(db_session)
-    variant = (await db_session.scalars(select(Variant))).one()
+    variant = (await db_session.scalars(select(Variant).where(Variant.sku == SKU))).one()
     assert variant.created_at.tzinfo is not None
     before = variant.updated_at
     # now() is the transaction's start time; move the row's clock back to see the trigger act.
@@ -78,25 +83,33 @@ async def test_server_sets_timestamps_and_trigger_bumps_updated_at(
 
 async def test_hybrid_in_stock_works_in_python_and_sql(db_session: AsyncSession) -> None:
     await seed_one_of_each(db_session)
-    variant = (await db_session.scalars(select(Variant))).one()
+    variant = (await db_session.scalars(select(Variant).where(Variant.sku == SKU))).one()
     assert variant.in_stock is True
-    in_stock = await db_session.scalars(select(Variant.sku).where(Variant.in_stock))
-    assert in_stock.all() == ["KETTLE-MT-1"]
+    mine = Variant.sku == SKU
+    assert (await db_session.scalars(select(Variant.sku).where(mine, Variant.in_stock))).all() == [
+        SKU
+    ]
     variant.stock_qty = 0
     await db_session.flush()
     assert variant.in_stock is False
-    assert (await db_session.scalars(select(Variant.sku).where(Variant.in_stock))).all() == []
+    assert (await db_session.scalars(select(Variant.sku).where(mine, Variant.in_stock))).all() == []
 
 
 @pytest.mark.parametrize(
     ("statement", "constraint"),
     [
-        ("UPDATE variants SET stock_qty = -1", "ck_variants_stock_qty_non_negative"),
-        ("UPDATE variants SET price_cents = -1", "ck_variants_price_cents_non_negative"),
-        ("UPDATE order_items SET qty = 0", "ck_order_items_qty_positive"),
-        ("UPDATE stock_reservations SET qty = 0", "ck_stock_reservations_qty_positive"),
+        ("UPDATE variants SET stock_qty = -1 WHERE sku = 'KETTLE-MT-1'",
+         "ck_variants_stock_qty_non_negative"),
+        ("UPDATE variants SET price_cents = -1 WHERE sku = 'KETTLE-MT-1'",
+         "ck_variants_price_cents_non_negative"),
+        ("UPDATE order_items SET qty = 0 WHERE order_id IN "
+         "(SELECT id FROM orders WHERE order_ref = 'model-test-1')",
+         "ck_order_items_qty_positive"),
+        ("UPDATE stock_reservations SET qty = 0 WHERE order_ref = 'model-test-1'",
+         "ck_stock_reservations_qty_positive"),
         ("INSERT INTO variants (product_id, sku, name, price_cents) "
-         "SELECT product_id, sku, name, 1 FROM variants", "uq_variants_sku"),
+         "SELECT product_id, sku, name, 1 FROM variants WHERE sku = 'KETTLE-MT-1'",
+         "uq_variants_sku"),
     ],
 )  # fmt: skip
 async def test_constraints_are_enforced(
