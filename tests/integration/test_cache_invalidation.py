@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 
 import pytest
 from sqlalchemy import text, update
@@ -12,19 +11,11 @@ from harbordb import Database
 from harbordb.cache import CatalogCache, MemoryCache
 from harbordb.errors import AfterCommitError
 from harbordb.inventory import InsufficientStock, Inventory
-from harbordb.models import Customer, Order, Product, StockReservation, Variant
+from harbordb.models import StockReservation
+from harbordb.testing.seed import new_order_ref, seed_customer, seed_product
 from harbordb.uow import UnitOfWork
 
-
-@pytest.fixture(autouse=True)
-async def _delete_committed_rows(database: Database) -> AsyncIterator[None]:
-    """These tests commit: remove their rows afterwards (other tests expect empty tables)."""
-    yield
-    async with database.unit_of_work() as uow:
-        await uow.orders.delete_where(Order.order_ref.startswith("cache-"))
-        await uow.products.delete_where(Product.name.startswith("cache "))
-        await uow.customers.delete_where(Customer.email.startswith("cache-"))
-        await uow.commit()
+SEED_PREFIX = "cache"  # these tests commit: conftest.py deletes rows seeded under it
 
 
 class RecordingCache(MemoryCache[str]):
@@ -42,16 +33,8 @@ class RecordingCache(MemoryCache[str]):
 
 
 async def seed(db: Database, stocks: list[int]) -> tuple[int, list[int]]:
-    tag = uuid.uuid4().hex[:12]
-    variants = [
-        Variant(sku=f"CACHE-{tag}-{i}", name=f"v{i}", price_cents=100, stock_qty=stock)
-        for i, stock in enumerate(stocks)
-    ]
-    product = Product(name=f"cache {tag}", variants=variants)
-    async with db.unit_of_work() as uow:
-        await uow.products.add(product)
-        await uow.commit()
-    return product.id, [variant.id for variant in variants]
+    product = await seed_product(db, SEED_PREFIX, stocks)
+    return product.id, [variant.id for variant in product.variants]
 
 
 def warm(cache: MemoryCache[str], product_id: int, variant_ids: list[int]) -> None:
@@ -61,7 +44,7 @@ def warm(cache: MemoryCache[str], product_id: int, variant_ids: list[int]) -> No
 
 
 def ref() -> str:
-    return f"cache-{uuid.uuid4().hex}"
+    return new_order_ref(SEED_PREFIX)
 
 
 async def test_memory_cache_is_a_catalog_cache() -> None:
@@ -179,10 +162,7 @@ async def test_the_cache_hears_only_after_the_change_is_visible(database: Databa
 
 async def test_release_and_sweep_invalidate_checkout_does_not(database: Database) -> None:
     product_id, (first, second) = await seed(database, [5, 5])
-    customer = Customer(email=f"cache-{uuid.uuid4().hex}@example.com", name="Cache")
-    async with database.unit_of_work() as uow:
-        await uow.customers.add(customer)
-        await uow.commit()
+    customer = await seed_customer(database, SEED_PREFIX)
     cache = RecordingCache()
     inventory = Inventory(database, cache=cache)
     await inventory.release_expired(batch_size=10_000)  # earlier tests' leftovers

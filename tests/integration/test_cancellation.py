@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -18,21 +18,14 @@ from sqlalchemy import func, select, text
 
 from harbordb import Database
 from harbordb.models import Customer
-from harbordb.testing.cluster import PgBouncer
 
 HOW = ["task.cancel", "anyio cancel scope"]
 
 
-@pytest.fixture(params=["direct", "pgbouncer"])
-async def db(request: pytest.FixtureRequest, migrated_url: str) -> AsyncIterator[Database]:
-    """A Database with room for one connection, so a broken one would be handed out again."""
-    if request.param == "direct":
-        database = Database(migrated_url, pooler="none", pool_size=1, max_overflow=0)
-    else:
-        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
-        database = Database(bouncer.url, pooler="external")
-    async with database:
-        yield database
+@pytest.fixture
+def db(one_connection_db: Database) -> Database:
+    """`one_connection_db`: a broken connection would be handed out again."""
+    return one_connection_db
 
 
 async def _backend_state(observer: Database, pid: int) -> str | None:

@@ -32,6 +32,7 @@ from harbordb.errors import (
     translating,
 )
 from harbordb.models import Customer, Order, Product, Variant
+from harbordb.testing.seed import delete_seeded, seed_product
 
 
 def _secret() -> str:
@@ -50,16 +51,6 @@ def _assert_translated(
     assert isinstance(error.__cause__, sqlalchemy.exc.DBAPIError)
 
 
-@pytest.fixture
-async def outer(database: Database) -> AsyncIterator[AsyncConnection]:
-    async with database.engine.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            yield connection
-        finally:
-            await transaction.rollback()
-
-
 @dataclass
 class Rows:
     product_id: int
@@ -70,42 +61,32 @@ class Rows:
 @pytest.fixture
 async def variants(database: Database) -> AsyncIterator[Rows]:
     """A committed product with two variants (deleted afterwards)."""
-    tag = uuid.uuid4().hex
-    async with database.unit_of_work() as uow:
-        product = Product(name=f"errors-{tag}")
-        product.variants = [
-            Variant(sku=f"a-{tag}", name="a", price_cents=100, stock_qty=10),
-            Variant(sku=f"b-{tag}", name="b", price_cents=100, stock_qty=10),
-        ]
-        uow.session.add(product)
-        await uow.commit()
+    product = await seed_product(database, "errors", [10, 10])
     yield Rows(product.id, product.variants[0].id, product.variants[1].id)
-    async with database.unit_of_work() as uow:
-        await uow.session.delete(await uow.session.get_one(Product, product.id))
-        await uow.commit()
+    await delete_seeded(database, "errors")
 
 
 # -- integrity ----------------------------------------------------------------
 
 
 async def test_unique_violation_is_a_conflict_naming_its_constraint(
-    database: Database, outer: AsyncConnection
+    database: Database, db_connection: AsyncConnection
 ) -> None:
     email = f"{_secret()}@example.com"
-    await outer.execute(insert(Customer).values(email=email, name="first"))
+    await db_connection.execute(insert(Customer).values(email=email, name="first"))
     with pytest.raises(Conflict) as caught:
-        async with database.unit_of_work(connection=outer) as uow:
+        async with database.unit_of_work(connection=db_connection) as uow:
             await uow.session.execute(insert(Customer).values(email=email, name="second"))
     _assert_translated(caught.value, "23505", email)
     assert caught.value.constraint == "uq_customers_email"
     assert "uq_customers_email" in str(caught.value)
 
 
-async def test_foreign_key_violation(database: Database, outer: AsyncConnection) -> None:
+async def test_foreign_key_violation(database: Database, db_connection: AsyncConnection) -> None:
     secret = _secret()
 
     async def order_for_nobody() -> None:
-        async with database.unit_of_work(connection=outer) as uow:
+        async with database.unit_of_work(connection=db_connection) as uow:
             uow.session.add(Order(customer_id=987_654_321, order_ref=secret))
             await uow.flush()
 
@@ -115,11 +96,11 @@ async def test_foreign_key_violation(database: Database, outer: AsyncConnection)
     assert caught.value.constraint == "fk_orders_customer_id_customers"
 
 
-async def test_check_violation(database: Database, outer: AsyncConnection) -> None:
+async def test_check_violation(database: Database, db_connection: AsyncConnection) -> None:
     secret = _secret()
 
     async def negative_price() -> None:
-        async with database.unit_of_work(connection=outer) as uow:
+        async with database.unit_of_work(connection=db_connection) as uow:
             product = Product(name=secret)
             product.variants = [Variant(sku=secret, name=secret, price_cents=-1)]
             uow.session.add(product)
@@ -132,11 +113,11 @@ async def test_check_violation(database: Database, outer: AsyncConnection) -> No
 
 
 async def test_other_integrity_errors_keep_the_base_class(
-    database: Database, outer: AsyncConnection
+    database: Database, db_connection: AsyncConnection
 ) -> None:
     secret = _secret()
     with pytest.raises(IntegrityError) as caught:
-        async with database.unit_of_work(connection=outer) as uow:
+        async with database.unit_of_work(connection=db_connection) as uow:
             await uow.session.execute(
                 text("INSERT INTO customers (email, name) VALUES (:email, NULL)"),
                 {"email": secret},

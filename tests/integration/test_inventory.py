@@ -7,9 +7,7 @@ works on its own freshly seeded variants and order_refs.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, text, update
@@ -22,60 +20,23 @@ from harbordb.inventory import (
     Inventory,
     ReservationExpired,
 )
-from harbordb.models import (
-    Customer,
-    Order,
-    Product,
-    ReservationStatus,
-    StockReservation,
-    Variant,
-)
+from harbordb.models import ReservationStatus, StockReservation, Variant
+from harbordb.testing.seed import new_order_ref, seed_customer, seed_product
 
-
-@pytest.fixture(autouse=True)
-async def _delete_committed_rows(database: Database) -> AsyncIterator[None]:
-    """These tests commit: remove their rows afterwards (other tests expect empty tables)."""
-    yield
-    async with database.unit_of_work() as uow:
-        await uow.orders.delete_where(Order.order_ref.startswith("inv-"))
-        await uow.products.delete_where(Product.name.startswith("inventory "))
-        await uow.customers.delete_where(Customer.email.startswith("inv-"))
-        await uow.commit()
-
-
-@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
-def db(request: pytest.FixtureRequest) -> Database:
-    name = "database" if request.param == "direct" else "pooled_database"
-    database: Database = request.getfixturevalue(name)
-    return database
+SEED_PREFIX = "inv"  # these tests commit: conftest.py deletes rows seeded under it
 
 
 def ref() -> str:
-    return f"inv-{uuid.uuid4().hex}"
+    return new_order_ref(SEED_PREFIX)
 
 
 async def seed_variant(
     db: Database, *, stock: int, price_cents: int = 1000, archived: bool = False
 ) -> Variant:
-    tag = uuid.uuid4().hex[:12]
-    variant = Variant(sku=f"INV-{tag}", name="one size", price_cents=price_cents, stock_qty=stock)
-    product = Product(
-        name=f"inventory {tag}",
-        archived_at=datetime.now(UTC) if archived else None,
-        variants=[variant],
+    product = await seed_product(
+        db, SEED_PREFIX, [stock], price_cents=price_cents, archived=archived
     )
-    async with db.unit_of_work() as uow:
-        await uow.products.add(product)
-        await uow.commit()
-    return variant
-
-
-async def seed_customer(db: Database) -> Customer:
-    customer = Customer(email=f"inv-{uuid.uuid4().hex}@example.com", name="Inventory Tester")
-    async with db.unit_of_work() as uow:
-        await uow.customers.add(customer)
-        await uow.commit()
-    return customer
+    return product.variants[0]
 
 
 async def stock_of(db: Database, variant_id: int) -> int:
@@ -266,7 +227,7 @@ async def test_release_of_unknown_reservation_is_not_found(db: Database) -> None
 
 async def test_release_after_checkout_changes_nothing(db: Database) -> None:
     variant = await seed_variant(db, stock=5)
-    customer = await seed_customer(db)
+    customer = await seed_customer(db, SEED_PREFIX)
     inventory = Inventory(db)
     held = await inventory.reserve(variant.id, 2, ref())
     await inventory.checkout(held.order_ref, customer.id)
@@ -349,7 +310,7 @@ async def test_release_expired_checks_its_arguments(
 async def test_checkout_creates_the_order_at_current_prices(db: Database) -> None:
     shirt = await seed_variant(db, stock=5, price_cents=2000)
     socks = await seed_variant(db, stock=5, price_cents=300)
-    customer = await seed_customer(db)
+    customer = await seed_customer(db, SEED_PREFIX)
     inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(shirt.id, 1, order_ref, customer_id=customer.id)
@@ -374,7 +335,7 @@ async def test_checkout_creates_the_order_at_current_prices(db: Database) -> Non
 
 async def test_checking_out_twice_returns_the_same_order(db: Database) -> None:
     variant = await seed_variant(db, stock=5)
-    customer = await seed_customer(db)
+    customer = await seed_customer(db, SEED_PREFIX)
     inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(variant.id, 2, order_ref)
@@ -392,7 +353,7 @@ async def test_checking_out_twice_returns_the_same_order(db: Database) -> None:
 async def test_checkout_with_a_lapsed_reservation_writes_nothing(db: Database, lapse: str) -> None:
     good = await seed_variant(db, stock=5)
     gone = await seed_variant(db, stock=5)
-    customer = await seed_customer(db)
+    customer = await seed_customer(db, SEED_PREFIX)
     inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(good.id, 1, order_ref)
@@ -422,7 +383,7 @@ async def test_checkout_with_a_lapsed_reservation_writes_nothing(db: Database, l
 
 async def test_checkout_refuses_another_customers_reservations(db: Database) -> None:
     variant = await seed_variant(db, stock=5)
-    owner, other = await seed_customer(db), await seed_customer(db)
+    owner, other = await seed_customer(db, SEED_PREFIX), await seed_customer(db, SEED_PREFIX)
     inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(variant.id, 1, order_ref, customer_id=owner.id)
@@ -435,14 +396,14 @@ async def test_checkout_refuses_another_customers_reservations(db: Database) -> 
 
 
 async def test_checkout_of_an_unknown_order_ref_is_not_found(db: Database) -> None:
-    customer = await seed_customer(db)
+    customer = await seed_customer(db, SEED_PREFIX)
     with pytest.raises(NotFound):
         await Inventory(db).checkout(ref(), customer.id)
 
 
 async def test_checkout_inside_a_callers_rollback_leaves_nothing(db: Database) -> None:
     variant = await seed_variant(db, stock=5)
-    customer = await seed_customer(db)
+    customer = await seed_customer(db, SEED_PREFIX)
     inventory = Inventory(db)
     order_ref = ref()
     await inventory.reserve(variant.id, 1, order_ref)

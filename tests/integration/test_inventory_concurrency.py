@@ -8,9 +8,8 @@ per test. Task groups fail the test on any error not explicitly expected.
 from __future__ import annotations
 
 import random
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -19,49 +18,19 @@ from sqlalchemy import case, func, select, text, update
 
 from harbordb import Database, NotFound, count_queries
 from harbordb.inventory import InsufficientStock, Inventory, Reservation, ReservationExpired
-from harbordb.models import (
-    Customer,
-    Order,
-    OrderItem,
-    Product,
-    ReservationStatus,
-    StockReservation,
-    Variant,
-)
+from harbordb.models import OrderItem, ReservationStatus, StockReservation, Variant
+from harbordb.testing.seed import new_order_ref, seed_customer, seed_product
 
-
-@pytest.fixture(autouse=True)
-async def _delete_committed_rows(database: Database) -> AsyncIterator[None]:
-    """These tests commit: remove their rows afterwards (other tests expect empty tables)."""
-    yield
-    async with database.unit_of_work() as uow:
-        await uow.orders.delete_where(Order.order_ref.startswith("conc-"))
-        await uow.products.delete_where(Product.name.startswith("concurrency "))
-        await uow.customers.delete_where(Customer.email.startswith("conc-"))
-        await uow.commit()
-
-
-@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
-def db(request: pytest.FixtureRequest) -> Database:
-    name = "database" if request.param == "direct" else "pooled_database"
-    database: Database = request.getfixturevalue(name)
-    return database
+SEED_PREFIX = "conc"  # these tests commit: conftest.py deletes rows seeded under it
 
 
 def ref() -> str:
-    return f"conc-{uuid.uuid4().hex}"
+    return new_order_ref(SEED_PREFIX)
 
 
 async def seed_variants(db: Database, stocks: list[int]) -> list[int]:
-    tag = uuid.uuid4().hex[:12]
-    variants = [
-        Variant(sku=f"CONC-{tag}-{i}", name=f"size {i}", price_cents=500 + i, stock_qty=stock)
-        for i, stock in enumerate(stocks)
-    ]
-    async with db.unit_of_work() as uow:
-        await uow.products.add(Product(name=f"concurrency {tag}", variants=variants))
-        await uow.commit()
-    return [variant.id for variant in variants]
+    product = await seed_product(db, SEED_PREFIX, stocks)
+    return [variant.id for variant in product.variants]
 
 
 async def all_at_once(count: int, fn: Callable[[int], Awaitable[None]]) -> None:
@@ -138,7 +107,9 @@ async def test_identical_concurrent_reserves_make_one_reservation(db: Database, 
 
 
 async def test_reserve_losing_the_row_lock_race_leaves_nothing(
-    database: Database, migrated_url: str
+    database: Database,
+    migrated_url: str,
+    wait_for_lock_wait: Callable[[Database, str], Awaitable[None]],
 ) -> None:
     """The claim sees stock in its snapshot, then the stock UPDATE queues behind a
     transaction that takes the last units: the claim is undone, in three statements."""
@@ -167,20 +138,6 @@ async def test_reserve_losing_the_row_lock_race_leaves_nothing(
     assert await stock_of(database, variant_id) == 0
     async with database.unit_of_work(read_only=True) as uow:
         assert await uow.reservations.count(order_ref=order_ref) == 0
-
-
-async def wait_for_lock_wait(db: Database, statement_prefix: str) -> None:
-    """Until a backend running `statement_prefix` waits for a lock (fails after 10 s)."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND starts_with(query, :prefix)"
-    )
-    with anyio.fail_after(10):
-        while True:
-            async with db.unit_of_work(read_only=True) as uow:
-                if await uow.session.scalar(query, {"prefix": statement_prefix}):
-                    return
-            await anyio.sleep(0.01)
 
 
 # -- mixed stress --------------------------------------------------------------------
@@ -216,10 +173,7 @@ async def invariant_totals(db: Database, variant_ids: list[int]) -> dict[int, in
 
 async def test_mixed_operations_keep_stock_accounted_for(db: Database) -> None:
     variant_ids = await seed_variants(db, [INITIAL] * VARIANTS)
-    customer = Customer(email=f"conc-{uuid.uuid4().hex}@example.com", name="Stress")
-    async with db.unit_of_work() as uow:
-        await uow.customers.add(customer)
-        await uow.commit()
+    customer = await seed_customer(db, SEED_PREFIX)
     inventory = Inventory(db)
     expected = dict.fromkeys(variant_ids, INITIAL)
     refs = [ref() for _ in range(WORKERS)]

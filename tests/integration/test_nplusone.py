@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,19 +33,9 @@ class Data:
 
 
 @pytest.fixture
-async def outer(database: Database) -> AsyncIterator[AsyncConnection]:
-    async with database.engine.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            yield connection
-        finally:
-            await transaction.rollback()
-
-
-@pytest.fixture
-async def data(database: Database, outer: AsyncConnection) -> Data:
+async def data(database: Database, db_connection: AsyncConnection) -> Data:
     """Three customers with two orders of two items each, inside the outer transaction."""
-    async with database.unit_of_work(connection=outer, nplusone="off") as uow:
+    async with database.unit_of_work(connection=db_connection, nplusone="off") as uow:
         tag = uuid.uuid4().hex
         product = Product(name="nplusone")
         product.variants = [
@@ -81,10 +70,10 @@ def _customers(data: Data, *options: ExecutableOption) -> Select[Customer]:
 
 
 async def test_raise_mode_stops_the_second_parents_load(
-    database: Database, outer: AsyncConnection, data: Data
+    database: Database, db_connection: AsyncConnection, data: Data
 ) -> None:
     loaded = []
-    async with database.unit_of_work(connection=outer, nplusone="raise") as uow:
+    async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
         customers = (await uow.session.scalars(_customers(data, lazyload(Customer.orders)))).all()
         caught: LazyLoadDetected | None = None
         with count_queries(database) as queries:
@@ -102,9 +91,9 @@ async def test_raise_mode_stops_the_second_parents_load(
 
 
 async def test_warn_mode_warns_once_per_attribute_at_the_callers_line(
-    database: Database, outer: AsyncConnection, data: Data
+    database: Database, db_connection: AsyncConnection, data: Data
 ) -> None:
-    async with database.unit_of_work(connection=outer, nplusone="warn") as uow:
+    async with database.unit_of_work(connection=db_connection, nplusone="warn") as uow:
         customers = (await uow.session.scalars(_customers(data, lazyload(Customer.orders)))).all()
         with pytest.warns(NPlusOneWarning, match=r"Customer\.orders") as record:
             orders = [await c.awaitable_attrs.orders for c in customers]  # warn: here
@@ -114,13 +103,13 @@ async def test_warn_mode_warns_once_per_attribute_at_the_callers_line(
 
 
 async def test_the_benchmarks_nplus1_graph_walk_is_caught(
-    database: Database, outer: AsyncConnection, data: Data
+    database: Database, db_connection: AsyncConnection, data: Data
 ) -> None:
     """benchmarks W3 `nplus1`: one customer, then each level awaited one parent at a time."""
     plan = lazyload(Customer.orders).lazyload(Order.items)
     plan = plan.lazyload(OrderItem.variant).lazyload(Variant.product)
     statement = select(Customer).where(Customer.id == data.customers[0]).options(plan)
-    async with database.unit_of_work(connection=outer, nplusone="raise") as uow:
+    async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
         customer = (await uow.session.scalars(statement)).one()
 
         async def walk() -> None:
@@ -134,15 +123,15 @@ async def test_the_benchmarks_nplus1_graph_walk_is_caught(
 
 
 async def test_one_parent_and_load_plans_are_not_reported(
-    database: Database, outer: AsyncConnection, data: Data
+    database: Database, db_connection: AsyncConnection, data: Data
 ) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        async with database.unit_of_work(connection=outer, nplusone="raise") as uow:
+        async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
             one = (await uow.session.scalars(_customers(data, lazyload(Customer.orders)))).first()
             assert one is not None
             assert len(await one.awaitable_attrs.orders) == 2
-        async with database.unit_of_work(connection=outer, nplusone="raise") as uow:
+        async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
             plan = selectinload(Customer.orders).selectinload(Order.items)
             customers = (await uow.session.scalars(_customers(data, plan))).all()
             assert [len(c.orders) for c in customers] == [2, 2, 2]
@@ -156,19 +145,19 @@ async def _walk(session: AsyncSession, customer_ids: list[int]) -> int:
 
 
 async def test_off_other_units_of_work_and_plain_sessions_are_unaffected(
-    database: Database, outer: AsyncConnection, data: Data
+    database: Database, db_connection: AsyncConnection, data: Data
 ) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        async with database.unit_of_work(connection=outer, nplusone="off") as uow:
+        async with database.unit_of_work(connection=db_connection, nplusone="off") as uow:
             assert await _walk(uow.session, data.customers) == 6
         # Counts are per unit of work: one parent in each of two is no N+1.
         for customer in data.customers[:2]:
-            async with database.unit_of_work(connection=outer, nplusone="raise") as uow:
+            async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
                 assert await _walk(uow.session, [customer]) == 2
         # The detector watches its own session only, not every session.
         async with database.unit_of_work(nplusone="raise"):
-            plain = AsyncSession(bind=outer, join_transaction_mode="create_savepoint")
+            plain = AsyncSession(bind=db_connection, join_transaction_mode="create_savepoint")
             try:
                 assert await _walk(plain, data.customers) == 6
             finally:
@@ -189,18 +178,17 @@ def test_an_unknown_mode_is_refused() -> None:
 
 
 async def test_the_environment_sets_the_default_and_a_unit_of_work_overrides_it(
-    migrated_url: str, data: Data, outer: AsyncConnection
+    migrated_url: str, data: Data, db_connection: AsyncConnection
 ) -> None:
     """HARBORDB_NPLUSONE=raise turns the detector on for every unit of work."""
     async with Database(migrated_url, environ={"HARBORDB_NPLUSONE": "raise"}) as db:
         assert db.settings.nplusone == "raise"
-        async with db.unit_of_work(connection=outer) as uow:
+        async with db.unit_of_work(connection=db_connection) as uow:
             query = _customers(data, lazyload(Customer.orders))
             customers = (await uow.session.scalars(query)).all()
-            with pytest.raises(LazyLoadDetected, match="Customer.orders"):
-                for customer in customers:
-                    await customer.awaitable_attrs.orders
-        async with db.unit_of_work(connection=outer, nplusone="off") as uow:
+            with pytest.raises(LazyLoadDetected, match=r"Customer\.orders"):
+                [await customer.awaitable_attrs.orders for customer in customers]  # 2nd raises
+        async with db.unit_of_work(connection=db_connection, nplusone="off") as uow:
             customers = (await uow.session.scalars(query)).all()
             for customer in customers:
                 await customer.awaitable_attrs.orders  # off: loads run, nothing raised

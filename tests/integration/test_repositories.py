@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,32 +29,6 @@ from harbordb.repositories import (
     TagRepository,
     VariantRepository,
 )
-
-
-@pytest.fixture(
-    params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)],
-)
-def db(request: pytest.FixtureRequest) -> Database:
-    """The suite's `Database`, directly and through PgBouncer (``pooler="external"``)."""
-    name = "database" if request.param == "direct" else "pooled_database"
-    database: Database = request.getfixturevalue(name)
-    return database
-
-
-@pytest.fixture
-async def session(db: Database) -> AsyncIterator[AsyncSession]:
-    """A session inside an outer transaction that is rolled back after the test."""
-    async with db.engine.connect() as connection:
-        transaction = await connection.begin()
-        session = AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        )
-        await session.connection()  # opens the savepoint now, outside any count
-        try:
-            yield session
-        finally:
-            await session.close()
-            await transaction.rollback()
 
 
 def marker() -> str:
@@ -334,9 +307,7 @@ async def seed_reservations(
     return reservations
 
 
-async def test_reservations_for_an_order_and_active(
-    db: Database, session: AsyncSession
-) -> None:
+async def test_reservations_for_an_order_and_active(db: Database, session: AsyncSession) -> None:
     customer = await seed_customer(session)
     seeded = await seed_reservations(session, customer.id, timedelta(minutes=15), count=4)
     reservations = ReservationRepository(session)

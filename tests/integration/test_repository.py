@@ -8,7 +8,6 @@ counting starts, so counts hold only the repository's own statements.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,33 +34,7 @@ from harbordb.repositories import (
 )
 from harbordb.repository import Repository, any_of, contains, escape_like
 
-# -- fixtures -------------------------------------------------------------------
-
-
-@pytest.fixture(
-    params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)],
-)
-def db(request: pytest.FixtureRequest) -> Database:
-    """The suite's `Database`, directly and through PgBouncer (``pooler="external"``)."""
-    name = "database" if request.param == "direct" else "pooled_database"
-    database: Database = request.getfixturevalue(name)
-    return database
-
-
-@pytest.fixture
-async def session(db: Database) -> AsyncIterator[AsyncSession]:
-    """A session inside an outer transaction that is rolled back after the test."""
-    async with db.engine.connect() as connection:
-        transaction = await connection.begin()
-        session = AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        )
-        await session.connection()  # opens the savepoint now, outside any count
-        try:
-            yield session
-        finally:
-            await session.close()
-            await transaction.rollback()
+# -- helpers (the `db` and `session` fixtures are in conftest.py) -----------------
 
 
 def marker() -> str:

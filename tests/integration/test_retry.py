@@ -13,8 +13,9 @@ from sqlalchemy import func, insert, select, update
 
 from harbordb import Database, count_queries
 from harbordb.errors import ConfigurationError, Conflict, DatabaseError, Retryable
-from harbordb.models import Customer, Product, Variant
+from harbordb.models import Customer, Variant
 from harbordb.retry import BASE_DELAY, MAX_DELAY, backoff_delay
+from harbordb.testing.seed import delete_seeded, seed_product
 from harbordb.uow import UnitOfWork
 
 
@@ -27,19 +28,9 @@ class Rows:
 @pytest.fixture
 async def variants(database: Database) -> AsyncIterator[Rows]:
     """A committed product with two variants at stock 0 (deleted afterwards)."""
-    tag = uuid.uuid4().hex
-    async with database.unit_of_work() as uow:
-        product = Product(name=f"retry-{tag}")
-        product.variants = [
-            Variant(sku=f"a-{tag}", name="a", price_cents=1, stock_qty=0),
-            Variant(sku=f"b-{tag}", name="b", price_cents=1, stock_qty=0),
-        ]
-        uow.session.add(product)
-        await uow.commit()
+    product = await seed_product(database, "retry", [0, 0])
     yield Rows(product.variants[0].id, product.variants[1].id)
-    async with database.unit_of_work() as uow:
-        await uow.session.delete(await uow.session.get_one(Product, product.id))
-        await uow.commit()
+    await delete_seeded(database, "retry")
 
 
 async def _stock(db: Database, variant_id: int) -> int:
@@ -59,17 +50,9 @@ async def _increment(uow: UnitOfWork, variant_id: int) -> None:
     )
 
 
-@pytest.fixture(params=["direct", "pgbouncer"])
-def any_db(request: pytest.FixtureRequest) -> Database:
-    name = "database" if request.param == "direct" else "pooled_database"
-    db: Database = request.getfixturevalue(name)
-    return db
-
-
 async def test_serialization_failures_rerun_until_each_operation_commits_once(
-    any_db: Database, variants: Rows
+    db: Database, variants: Rows
 ) -> None:
-    db = any_db
     operations = 4
     everyone_has_read = asyncio.Barrier(operations)
     attempts: Counter[int] = Counter()

@@ -27,7 +27,7 @@ from harbordb import Database, count_queries
 from harbordb.db import normalize_url
 from harbordb.errors import ConfigurationError, PermissionDenied
 from harbordb.models import Customer, Order, OrderItem, Product, StockReservation, Variant
-from harbordb.testing.cluster import PgBouncer, PostgresCluster
+from harbordb.testing.cluster import PostgresCluster
 from harbordb.testing.plugin import alembic_config
 from harbordb.uow import UnitOfWork
 
@@ -90,17 +90,10 @@ async def shop(database: Database) -> AsyncIterator[Shop]:
         await uow.commit()
 
 
-@pytest.fixture(params=["direct", "pgbouncer"])
-async def db(request: pytest.FixtureRequest, migrated_url: str) -> AsyncIterator[Database]:
-    """Direct with a single pooled connection (so settings would leak into the next
-    unit of work if they outlived the transaction), or through PgBouncer."""
-    if request.param == "direct":
-        database = Database(migrated_url, pooler="none", pool_size=1, max_overflow=0)
-    else:
-        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
-        database = Database(bouncer.url, pooler="external")
-    async with database:
-        yield database
+@pytest.fixture
+def db(one_connection_db: Database) -> Database:
+    """`one_connection_db`: settings that outlived their transaction would leak."""
+    return one_connection_db
 
 
 def _as(db: Database, customer_id: int, **options: Any) -> UnitOfWork:

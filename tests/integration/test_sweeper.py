@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -17,24 +17,11 @@ from sqlalchemy import func, select, text, update
 
 from harbordb import Database
 from harbordb.inventory import Inventory
-from harbordb.models import Product, ReservationStatus, StockReservation, Variant
+from harbordb.models import ReservationStatus, StockReservation, Variant
 from harbordb.sweeper import run_sweeper, sweep_once
+from harbordb.testing.seed import seed_product
 
-
-@pytest.fixture(autouse=True)
-async def _delete_committed_rows(database: Database) -> AsyncIterator[None]:
-    """These tests commit: remove their rows afterwards (other tests expect empty tables)."""
-    yield
-    async with database.unit_of_work() as uow:
-        await uow.products.delete_where(Product.name.startswith("sweeper "))
-        await uow.commit()
-
-
-@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
-def db(request: pytest.FixtureRequest) -> Database:
-    name = "database" if request.param == "direct" else "pooled_database"
-    database: Database = request.getfixturevalue(name)
-    return database
+SEED_PREFIX = "sweep"  # these tests commit: conftest.py deletes rows seeded under it
 
 
 INITIAL = 1_000
@@ -54,30 +41,16 @@ async def seed_expired(db: Database, *, variants: int, reservations: int) -> tup
     for i in range(reservations):
         qty = 1 + i % 3
         held[i % variants] += qty
-        rows.append((i % variants, qty, f"sweep-{tag}-{i}"))
-    products = [
-        Product(
-            name=f"sweeper {tag}",
-            variants=[
-                Variant(
-                    sku=f"SWEEP-{tag}-{n}",
-                    name=f"v{n}",
-                    price_cents=100,
-                    stock_qty=INITIAL - held[n],
-                )
-                for n in range(variants)
-            ],
-        )
-    ]
+        rows.append((i % variants, qty, f"{SEED_PREFIX}-{tag}-{i}"))
+    product = await seed_product(db, SEED_PREFIX, [INITIAL - qty for qty in held])
+    ids = [variant.id for variant in product.variants]
     async with db.unit_of_work() as uow:
-        (product,) = await uow.products.add_many(products)
-        ids = [variant.id for variant in product.variants]
         await uow.reservations.add_many(
             StockReservation(variant_id=ids[n], qty=qty, order_ref=ref, expires_at=past)
             for n, qty, ref in rows
         )
         await uow.commit()
-    return ids, f"sweep-{tag}-"
+    return ids, f"{SEED_PREFIX}-{tag}-"
 
 
 async def statuses(db: Database, prefix: str) -> dict[ReservationStatus, int]:
@@ -164,7 +137,9 @@ async def wait_until(db: Database, prefix: str, wanted: dict[ReservationStatus, 
 
 
 async def test_cancelled_sweeper_finishes_the_batch_in_hand(
-    database: Database, migrated_url: str
+    database: Database,
+    migrated_url: str,
+    wait_for_lock_wait: Callable[[Database, str], Awaitable[None]],
 ) -> None:
     """Cancelled while its batch waits on a row lock, the sweeper commits that batch
     once the lock goes, then stops. An interrupted batch would leave all 40 active."""
@@ -212,20 +187,6 @@ async def test_a_timed_out_round_is_logged_and_retried(
         await blocker.commit()
     assert await sweep_once(inventory, batch_size=100) == 5
     assert await stocks(database, variant_ids) == [INITIAL]
-
-
-async def wait_for_lock_wait(db: Database, statement_prefix: str) -> None:
-    """Until a backend running `statement_prefix` waits for a lock (fails after 10 s)."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND starts_with(query, :prefix)"
-    )
-    with anyio.fail_after(10):
-        while True:
-            async with db.unit_of_work(read_only=True) as uow:
-                if await uow.session.scalar(query, {"prefix": statement_prefix}):
-                    return
-            await anyio.sleep(0.01)
 
 
 @pytest.mark.parametrize(

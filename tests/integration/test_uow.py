@@ -36,17 +36,6 @@ def _email() -> str:
 
 
 @pytest.fixture
-async def outer(database: Database) -> AsyncIterator[AsyncConnection]:
-    """A connection in a transaction that is rolled back after the test."""
-    async with database.engine.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            yield connection
-        finally:
-            await transaction.rollback()
-
-
-@pytest.fixture
 async def emails(database: Database) -> AsyncIterator[list[str]]:
     """Emails of customers a test commits; deleted afterwards."""
     created: list[str] = []
@@ -71,33 +60,26 @@ async def _count_in(connection: AsyncConnection, email: str) -> int:
     return result.scalar_one()
 
 
-@pytest.fixture(params=["direct", "pgbouncer"])
-def any_db(request: pytest.FixtureRequest) -> Database:
-    name = "database" if request.param == "direct" else "pooled_database"
-    db: Database = request.getfixturevalue(name)
-    return db
-
-
 # -- commit and rollback ----------------------------------------------------
 
 
-async def test_commit_persists(any_db: Database, emails: list[str]) -> None:
+async def test_commit_persists(db: Database, emails: list[str]) -> None:
     emails.append(email := _email())
-    async with any_db.unit_of_work() as uow:
+    async with db.unit_of_work() as uow:
         uow.session.add(Customer(email=email, name="Ada"))
         await uow.commit()
     assert uow.committed
-    assert await _customers(any_db, email) == 1
+    assert await _customers(db, email) == 1
 
 
-async def test_leaving_without_commit_rolls_back(any_db: Database, emails: list[str]) -> None:
+async def test_leaving_without_commit_rolls_back(db: Database, emails: list[str]) -> None:
     emails.append(email := _email())
-    async with any_db.unit_of_work() as uow:
+    async with db.unit_of_work() as uow:
         uow.session.add(Customer(email=email, name="Ada"))
         await uow.flush()
         assert await _count_in(await uow.session.connection(), email) == 1
     assert not uow.committed
-    assert await _customers(any_db, email) == 0
+    assert await _customers(db, email) == 0
 
 
 async def test_an_exception_rolls_back_and_propagates(
@@ -151,21 +133,21 @@ async def test_a_finished_unit_of_work_refuses_further_use(
 
 
 async def test_joined_unit_of_work_commits_to_a_savepoint(
-    database: Database, outer: AsyncConnection
+    database: Database, db_connection: AsyncConnection
 ) -> None:
     email = _email()
-    async with database.unit_of_work(connection=outer) as uow:
+    async with database.unit_of_work(connection=db_connection) as uow:
         uow.session.add(Customer(email=email, name="Ada"))
         await uow.commit()
-    assert outer.in_transaction()
-    assert await _count_in(outer, email) == 1  # released into the outer transaction
+    assert db_connection.in_transaction()
+    assert await _count_in(db_connection, email) == 1  # released into the outer transaction
     assert await _customers(database, email) == 0  # which has not committed
 
-    async with database.unit_of_work(connection=outer) as uow:
+    async with database.unit_of_work(connection=db_connection) as uow:
         uow.session.add(Customer(email=_email(), name="Bea"))
         await uow.flush()
-    assert await _count_in(outer, email) == 1  # the second one rolled back to its savepoint
-    assert outer.in_transaction()
+    assert await _count_in(db_connection, email) == 1  # the second one rolled back to its savepoint
+    assert db_connection.in_transaction()
 
 
 async def test_unit_of_work_over_a_given_session(database: Database, emails: list[str]) -> None:
@@ -180,10 +162,10 @@ async def test_unit_of_work_over_a_given_session(database: Database, emails: lis
 
 
 async def test_savepoint_rolls_back_on_error_and_is_released_otherwise(
-    database: Database, outer: AsyncConnection
+    database: Database, db_connection: AsyncConnection
 ) -> None:
     kept, dropped, later = _email(), _email(), _email()
-    async with database.unit_of_work(connection=outer) as uow:
+    async with database.unit_of_work(connection=db_connection) as uow:
         uow.session.add(Customer(email=kept, name="kept"))
         await uow.flush()
 
@@ -204,10 +186,10 @@ async def test_savepoint_rolls_back_on_error_and_is_released_otherwise(
 
 
 async def test_savepoint_translates_errors_and_the_unit_of_work_goes_on(
-    database: Database, outer: AsyncConnection
+    database: Database, db_connection: AsyncConnection
 ) -> None:
     email = _email()
-    async with database.unit_of_work(connection=outer) as uow:
+    async with database.unit_of_work(connection=db_connection) as uow:
         uow.session.add(Customer(email=email, name="first"))
         await uow.flush()
 
@@ -229,19 +211,19 @@ async def test_savepoint_translates_errors_and_the_unit_of_work_goes_on(
             assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
         assert await _count_in(await uow.session.connection(), email) == 1
         await uow.commit()
-    assert await _count_in(outer, email) == 1
+    assert await _count_in(db_connection, email) == 1
 
 
 # -- errors leave as harbordb errors ------------------------------------------
 
 
 async def test_errors_escaping_the_block_are_translated(
-    database: Database, outer: AsyncConnection
+    database: Database, db_connection: AsyncConnection
 ) -> None:
     email = _email()
-    await outer.execute(insert(Customer).values(email=email, name="taken"))
+    await db_connection.execute(insert(Customer).values(email=email, name="taken"))
     with pytest.raises(Conflict) as caught:
-        async with database.unit_of_work(connection=outer) as uow:
+        async with database.unit_of_work(connection=db_connection) as uow:
             await uow.session.execute(insert(Customer).values(email=email, name="again"))
     assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
 
@@ -288,24 +270,17 @@ async def _show(uow: UnitOfWork) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-@pytest.mark.parametrize("pooler", ["direct", "pgbouncer"])
-async def test_settings_apply_to_the_transaction_only(
-    pooler: str, migrated_url: str, request: pytest.FixtureRequest
-) -> None:
-    if pooler == "direct":
-        db = Database(migrated_url, pooler="none", pool_size=1, max_overflow=0)
-    else:
-        db = Database(request.getfixturevalue("pgbouncer").url, pooler="external")
-    async with db:
-        async with db.unit_of_work(
-            read_only=True,
-            statement_timeout=1.5,
-            lock_timeout=timedelta(milliseconds=250),
-            isolation_level="SERIALIZABLE",
-        ) as uow:
-            inside = await _show(uow)
-        async with db.unit_of_work() as uow:
-            after = await _show(uow)
+async def test_settings_apply_to_the_transaction_only(one_connection_db: Database) -> None:
+    """`one_connection_db` has one pooled connection: leaked settings would show `after`."""
+    async with one_connection_db.unit_of_work(
+        read_only=True,
+        statement_timeout=1.5,
+        lock_timeout=timedelta(milliseconds=250),
+        isolation_level="SERIALIZABLE",
+    ) as uow:
+        inside = await _show(uow)
+    async with one_connection_db.unit_of_work() as uow:
+        after = await _show(uow)
     assert {k: v for k, v in inside.items() if k != "pid"} == {
         "statement_timeout": "1500ms",
         "lock_timeout": "250ms",
@@ -318,7 +293,7 @@ async def test_settings_apply_to_the_transaction_only(
         "isolation": "read committed",
         "read_only": "off",
     }
-    if pooler == "direct":
+    if one_connection_db.settings.pooler == "none":  # direct
         assert after["pid"] == inside["pid"]  # the same connection, reset
 
 
@@ -375,24 +350,24 @@ async def test_bad_options_are_refused_before_any_sql(
 
 
 async def test_isolation_level_cannot_be_set_on_a_joined_transaction(
-    database: Database, outer: AsyncConnection
+    database: Database, db_connection: AsyncConnection
 ) -> None:
     with pytest.raises(ConfigurationError, match="isolation_level"):
-        database.unit_of_work(connection=outer, isolation_level="SERIALIZABLE")
+        database.unit_of_work(connection=db_connection, isolation_level="SERIALIZABLE")
 
 
 # -- after-commit callbacks -----------------------------------------------------
 
 
 async def test_after_commit_callbacks_run_only_after_a_commit(
-    database: Database, outer: AsyncConnection
+    database: Database, db_connection: AsyncConnection
 ) -> None:
     called: list[str] = []
 
     async def async_callback() -> None:
         called.append("async")
 
-    async with database.unit_of_work(connection=outer) as uow:
+    async with database.unit_of_work(connection=db_connection) as uow:
         uow.after_commit(lambda: called.append("sync"))
         uow.after_commit(async_callback)
 
@@ -410,11 +385,11 @@ async def test_after_commit_callbacks_run_only_after_a_commit(
     assert called == ["sync", "async", "released savepoint"]
 
     called.clear()
-    async with database.unit_of_work(connection=outer) as uow:
+    async with database.unit_of_work(connection=db_connection) as uow:
         uow.after_commit(lambda: called.append("never"))
 
     async def fails() -> None:
-        async with database.unit_of_work(connection=outer) as uow:
+        async with database.unit_of_work(connection=db_connection) as uow:
             uow.after_commit(lambda: called.append("never"))
             raise LookupError
 

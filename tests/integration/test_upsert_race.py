@@ -23,15 +23,6 @@ from harbordb.repositories import CustomerRepository, ProductRepository, Variant
 TASKS = 50
 
 
-@pytest.fixture(
-    params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)],
-)
-def db(request: pytest.FixtureRequest) -> Database:
-    name = "database" if request.param == "direct" else "pooled_database"
-    database: Database = request.getfixturevalue(name)
-    return database
-
-
 @pytest.fixture
 async def product_id(db: Database) -> AsyncIterator[int]:
     """A committed product for variants to hang off; deleting it cascades to them."""

@@ -8,20 +8,29 @@ Enable with ``pytest_plugins = ["harbordb.testing.plugin"]`` in a conftest.
 - `pgbouncer`: a real PgBouncer in transaction mode in front of it. Skipped
   with instructions when the binary is missing; under ``CI=true`` that fails.
 - `database` / `pooled_database`: `Database` direct / through PgBouncer.
-- `db_session`: an `AsyncSession` inside an outer transaction that is rolled
-  back after the test; the code under test may commit (savepoints).
+- `db_connection`: an `AsyncConnection` of `database` inside an outer
+  transaction that is rolled back after the test. Code under test joins it with
+  ``database.unit_of_work(connection=db_connection)`` and may commit.
+- `db_session`: an `AsyncSession` on `db_connection` (the same connection when
+  a test takes both); the code under test may commit (savepoints).
+
+`rolled_back_connection` and `savepoint_session` build these two for any
+`Database`, e.g. a fixture of your own that runs direct and through PgBouncer.
+Code that opens its own units of work needs committed rows instead:
+`harbordb.testing.seed` seeds them under a prefix and deletes them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from harbordb.db import Database
 from harbordb.testing.cluster import (
@@ -94,15 +103,36 @@ async def pooled_database(pgbouncer: PgBouncer) -> AsyncIterator[Database]:
         yield db
 
 
-@pytest.fixture
-async def db_session(database: Database) -> AsyncIterator[AsyncSession]:
+@asynccontextmanager
+async def rolled_back_connection(database: Database) -> AsyncIterator[AsyncConnection]:
+    """A connection of `database` in a transaction that is rolled back on exit."""
     async with database.engine.connect() as connection:
         transaction = await connection.begin()
-        session = AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        )
         try:
-            yield session
+            yield connection
         finally:
-            await session.close()
             await transaction.rollback()
+
+
+@asynccontextmanager
+async def savepoint_session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """An `AsyncSession` joining `connection`'s transaction: its commits release savepoints."""
+    session = AsyncSession(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+@pytest.fixture
+async def db_connection(database: Database) -> AsyncIterator[AsyncConnection]:
+    async with rolled_back_connection(database) as connection:
+        yield connection
+
+
+@pytest.fixture
+async def db_session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    async with savepoint_session(db_connection) as session:
+        yield session
