@@ -12,31 +12,46 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from harbordb.bench import peer
 from harbordb.bench.options import WORKLOAD_KEYS
 from harbordb.bench.servers import asyncpg_dsn, migrate
 from harbordb.db import normalize_url
-from harbordb.testing.cluster import PostgresCluster
+from harbordb.testing.cluster import PostgresCluster, find_pgbouncer
+from harbordb.testing.plugin import IN_CI
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def bench_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
+@asynccontextmanager
+async def _scratch_database(cluster: PostgresCluster) -> AsyncIterator[str]:
     """An empty database of its own: the bench fills the schema and empties it again."""
     name = f"harbordb_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(asyncpg_dsn(pg_cluster.admin_url))
+    admin = await asyncpg.connect(asyncpg_dsn(cluster.admin_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield normalize_url(pg_cluster.url).set(database=name).render_as_string(False)
+        yield normalize_url(cluster.url).set(database=name).render_as_string(False)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+async def bench_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
+    async with _scratch_database(pg_cluster) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def quick_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
+    async with _scratch_database(pg_cluster) as url:
+        yield url
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,13 +62,15 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.fixture
-def quick_run(bench_url: str, tmp_path: Path) -> dict[str, Any]:
-    done = _bench("--quick", "--only", ",".join(WORKLOAD_KEYS), "--database-url", bench_url,
-                  "--output", str(tmp_path))  # fmt: skip
+@pytest.fixture(scope="module")
+def quick_run(quick_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One smoke run of every workload, shared by this module's tests."""
+    output = tmp_path_factory.mktemp("bench")
+    done = _bench("--quick", "--only", ",".join(WORKLOAD_KEYS), "--database-url", quick_url,
+                  "--output", str(output))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert bench_url not in done.stdout + done.stderr
-    result: dict[str, Any] = json.loads((tmp_path / "quick.json").read_text())
+    result: dict[str, Any] = json.loads((output / "quick.json").read_text())
+    assert {path.name for path in output.iterdir()} >= {"quick.json", "quick-ratio-to-floor.png"}
     result["_stdout"] = done.stdout
     return result
 
@@ -67,22 +84,57 @@ def _statements(workload: dict[str, Any], variant: str) -> dict[int, float]:
     return counts
 
 
-def test_quick_run_shows_n_plus_one(quick_run: dict[str, Any]) -> None:
-    assert set(quick_run["workloads"]) == set(WORKLOAD_KEYS)
-    nplus1 = quick_run["workloads"]["nplus1"]
-    selectin = _statements(nplus1, "selectinload")
-    lazy = _statements(nplus1, "n+1")
+def test_quick_run_covers_every_workload(quick_run: dict[str, Any]) -> None:
+    expected = set(WORKLOAD_KEYS)
+    if find_pgbouncer() is None and not IN_CI:
+        expected.discard("W6")
+        assert any("W6 skipped" in note for note in quick_run["notes"])
+    assert set(quick_run["workloads"]) == expected
+    for key, workload in quick_run["workloads"].items():
+        assert workload["cases"], key
+        for case in workload["cases"]:
+            assert case["variants"], (key, case["label"])
+            # Every variant of a case loaded (or wrote) the same amount of data.
+            assert len({v["rows_per_op"] for v in case["variants"]}) == 1, (key, case)
+            for record in case["variants"]:
+                assert record["samples"] >= 1
+                assert record["p50_ms"] > 0
+                assert record["statements_per_op"] >= 1
+                assert record["peak_memory_kib"] >= 0
+    assert quick_run["environment"]["postgresql"]
+    assert quick_run["environment"]["libraries"]["sqlalchemy"]
+    assert quick_run["goals"]
+
+
+@pytest.mark.parametrize("workload", ["nplus1", "W4"])
+def test_selectinload_is_constant_and_n_plus_one_is_n_plus_one(
+    quick_run: dict[str, Any], workload: str
+) -> None:
+    cases = quick_run["workloads"][workload]
+    selectin = _statements(cases, "selectinload")
+    lazy = _statements(cases, "n+1")
     assert len(selectin) >= 3
-    assert set(selectin.values()) == {2}, selectin  # constant in N
-    assert lazy == {n: n + 1 for n in lazy}, lazy  # N + 1
-    for case in nplus1["cases"]:
-        for record in case["variants"]:
-            assert record["samples"] >= 1
-            assert record["p50_ms"] > 0
-    assert "nplus1" in quick_run["_stdout"]
-    env = quick_run["environment"]
-    assert env["postgresql"]
-    assert env["libraries"]["sqlalchemy"]
+    assert set(selectin.values()) == {2}, selectin  # parents + one IN query, whatever N
+    assert lazy == {n: n + 1 for n in lazy}, lazy
+    assert len(lazy) >= 3
+
+
+def test_every_strategy_and_the_peer_are_measured(quick_run: dict[str, Any]) -> None:
+    for key in ("W2", "W3"):
+        case = quick_run["workloads"][key]["cases"][0]
+        measured = {record["variant"] for record in case["variants"]}
+        assert {"n+1", "selectinload", "joinedload", "subqueryload", "repository", "core-in",
+                "asyncpg-in", "asyncpg-json"} <= measured  # fmt: skip
+        if peer.installed():
+            assert "tortoise" in measured
+        else:
+            assert case["skipped"] == [
+                {"variant": "tortoise", "reason": "Tortoise ORM not installed"}
+            ]
+        floor = next(r for r in case["variants"] if r["variant"] == "asyncpg-json")
+        assert floor["statements_per_op"] == 1
+        assert floor["ratio_to_floor"] == 1
+    assert "W4" in quick_run["_stdout"]
 
 
 def test_bad_flags_fail_clearly() -> None:

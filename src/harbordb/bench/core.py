@@ -26,6 +26,9 @@ class Variant:
     concurrency: int = 1  # W6 runs `concurrency` tasks at once
     reset: Op | None = None  # untimed, after every operation (W5 deletes what it wrote)
     database: Database | None = None  # whose statements to count, when not the lab's
+    # Statements no counter sees, added to the count: asyncpg sends COPY outside
+    # both its query logger and SQLAlchemy's cursor.
+    hidden_statements: int = 0
 
 
 @dataclass

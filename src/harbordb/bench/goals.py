@@ -49,7 +49,10 @@ def _ratio_goal(
             continue
         ratio = mine["p50_ms"] / theirs["p50_ms"]
         ratios.append(ratio)
-        parts.append(f"{key} {ratio:.2f}x ({mine['p50_ms']:.2f} vs {theirs['p50_ms']:.2f} ms p50)")
+        parts.append(
+            f"{key}: {subject} {mine['p50_ms']:.2f} ms / {anchor} {theirs['p50_ms']:.2f} ms "
+            f"= {ratio:.2f}x (p50)"
+        )
     measured = "; ".join(parts + missing)
     if missing or not ratios:
         return _goal(goal, measured, "not measured")

@@ -1,14 +1,20 @@
-"""Run one case: warm-up, statement count, interleaved timed rounds, peak memory.
+"""Run one case: warm-up, one instrumented operation, then interleaved timed rounds.
 
-Method (after asyncpg's pgbench-style runs): every variant first runs once
-untimed (the warm-up; its statements are counted and its result size checked
-against the other variants). Then come `repeats` rounds; in each round every
-variant runs a batch of operations, and the order of variants rotates from
-round to round, so drift of a noisy machine hits all of them alike. A batch is
-sized from the warm-up to take about `round_seconds`, so quick operations
-collect enough samples for p99. Finally each variant runs once more under
-tracemalloc for its peak memory; tracemalloc slows Python down, so that run is
-never timed.
+Method (after asyncpg's pgbench-style runs):
+
+1. Warm-up: on a workload's first case, every variant runs once untimed, so
+   first-use costs (SQLAlchemy compiling a statement, asyncpg introspecting a
+   type) are not measured. Later cases reuse the same statements.
+2. Instrumented run: every variant runs once more, untimed, with its
+   statements counted and tracemalloc tracing its peak memory (tracemalloc
+   slows Python down, hence untimed). The amount of data it loaded must equal
+   every other variant's: no variant can win by doing less.
+3. Rounds: in each round every variant runs a batch of operations for about
+   `round_seconds` (at least one), and the order of variants rotates by one
+   from round to round, so drift of a noisy machine hits all of them alike.
+   Concurrent variants run `concurrency` tasks until the batch's time is up.
+   After `repeats` rounds, or earlier (never before `MIN_ROUNDS`) when the
+   next round would overrun the case's time budget, the case ends.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from dataclasses import dataclass, field
 from harbordb.bench.core import Case, Lab, Variant
 from harbordb.bench.counting import count_statements
 
+MIN_ROUNDS = 3
+_clock = time.perf_counter_ns
+
 
 class InconsistentVariants(AssertionError):
     """Variants of one case loaded different amounts of data: a bench bug."""
@@ -34,120 +43,127 @@ class Measurement:
     concurrency: int
     statements_per_op: float
     rows_per_op: int
+    peak_memory_bytes: int
     latencies_ns: list[int] = field(default_factory=list)
     elapsed_ns: int = 0  # time spent in timed batches (wall time when concurrent)
-    peak_memory_bytes: int | None = None
 
 
-async def _batch(variant: Variant, operations: int) -> tuple[list[int], int]:
-    """Run `operations` operations; return per-operation latencies and elapsed time."""
+@dataclass
+class CaseRun:
+    measurements: list[Measurement]
+    rounds: int
+
+
+async def _sequential(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
     latencies: list[int] = []
-    clock = time.perf_counter_ns
-    if variant.concurrency == 1:
-        for _ in range(operations):
-            start = clock()
-            await variant.op()
-            latencies.append(clock() - start)
-            if variant.reset is not None:
-                await variant.reset()
-        return latencies, sum(latencies)
+    budget = int(seconds * 1e9)
+    spent = 0
+    while not latencies or (spent < budget and len(latencies) < limit):
+        start = _clock()
+        await variant.op()
+        latency = _clock() - start
+        latencies.append(latency)
+        spent += latency
+        if variant.reset is not None:
+            await variant.reset()
+    return latencies, spent
 
-    remaining = operations
+
+async def _concurrent(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
+    """`concurrency` tasks each run operations until the time is up (at least one each)."""
+    latencies: list[int] = []
+    deadline = _clock() + int(seconds * 1e9)
 
     async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = clock()
+        first = True
+        while first or (_clock() < deadline and len(latencies) < limit):
+            first = False
+            start = _clock()
             await variant.op()
-            latencies.append(clock() - start)
+            latencies.append(_clock() - start)
 
-    start = clock()
+    start = _clock()
     async with asyncio.TaskGroup() as group:
         for _ in range(variant.concurrency):
             group.create_task(worker())
-    return latencies, clock() - start
+    return latencies, _clock() - start
 
 
-async def _peak_memory(variant: Variant) -> int:
-    """Peak of Python allocations during one operation (or one concurrent batch)."""
+async def timed_batch(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
+    """Per-operation latencies and the batch's elapsed time (wall time when concurrent)."""
+    if variant.concurrency == 1:
+        return await _sequential(variant, seconds, limit)
+    return await _concurrent(variant, seconds, limit * variant.concurrency)
+
+
+async def _operations(variant: Variant) -> list[int]:
+    """One operation, or one per task for a concurrent variant; what each loaded."""
+    if variant.concurrency == 1:
+        return [await variant.op()]
+    return list(await asyncio.gather(*(variant.op() for _ in range(variant.concurrency))))
+
+
+async def _instrumented(variant: Variant, lab: Lab) -> Measurement:
+    database = variant.database or lab.db
     gc.collect()
     tracemalloc.start()
     try:
-        tracemalloc.reset_peak()
         baseline = tracemalloc.get_traced_memory()[0]
-        if variant.concurrency == 1:
-            await variant.op()
-        else:
-            await _batch(variant, variant.concurrency)
-        peak = tracemalloc.get_traced_memory()[1]
+        async with count_statements(database, lab.raw, tortoise=lab.tortoise) as statements:
+            rows = await _operations(variant)
+        peak = tracemalloc.get_traced_memory()[1] - baseline
     finally:
         tracemalloc.stop()
     if variant.reset is not None:
         await variant.reset()
-    return max(0, peak - baseline)
+    if len(set(rows)) != 1:
+        raise InconsistentVariants(f"{variant.key}: operations loaded {sorted(set(rows))} rows")
+    per_op = len(statements) / len(rows) + variant.hidden_statements
+    return Measurement(variant.key, variant.concurrency, per_op, rows[0], max(peak, 0))
 
 
-def _batch_size(variant: Variant, warmup_ns: int, lab: Lab) -> int:
+async def run_case(
+    case: Case, lab: Lab, advance: Callable[[str], None], *, warm_up: bool
+) -> CaseRun:
+    """Measure every variant of `case`; `advance(description)` reports each step."""
     sizes = lab.sizes
-    per_op = max(warmup_ns, 1) / 1e9
-    operations = int(sizes.round_seconds / per_op)
-    if variant.concurrency > 1:
-        # Enough operations for every task to run several; the wall clock divides them.
-        operations = max(operations * variant.concurrency, 4 * variant.concurrency)
-        return min(operations, sizes.max_batch * variant.concurrency)
-    return max(1, min(operations, sizes.max_batch))
-
-
-async def run_case(case: Case, lab: Lab, advance: Callable[[str], None]) -> list[Measurement]:
-    """Measure every variant of `case`; `advance(description)` reports progress."""
+    if warm_up:
+        for variant in case.variants:
+            advance(f"{case.label} {variant.key}: warm-up")
+            await _operations(variant)
+            if variant.reset is not None:
+                await variant.reset()
     results: dict[str, Measurement] = {}
-    batches: dict[str, int] = {}
     for variant in case.variants:
-        advance(f"{case.label} {variant.key}: warm-up")
-        database = variant.database or lab.db
-        start = time.perf_counter_ns()
-        async with count_statements(database, lab.raw, tortoise=lab.tortoise) as statements:
-            if variant.concurrency == 1:
-                rows = await variant.op()
-                operations = 1
-            else:
-                operations = variant.concurrency
-                rows = await _concurrent_rows(variant, operations)
-        elapsed = time.perf_counter_ns() - start
-        if variant.reset is not None:
-            await variant.reset()
-        results[variant.key] = Measurement(
-            variant.key, variant.concurrency, len(statements) / operations, rows
-        )
-        batches[variant.key] = _batch_size(variant, elapsed // operations, lab)
-    _check_consistent(case, results)
-
-    count = len(case.variants)
-    for round_number in range(lab.sizes.repeats):
-        shift = round_number % count
-        for variant in case.variants[shift:] + case.variants[:shift]:
-            advance(f"{case.label} {variant.key}: round {round_number + 1}")
-            gc.collect()
-            latencies, elapsed = await _batch(variant, batches[variant.key])
-            results[variant.key].latencies_ns.extend(latencies)
-            results[variant.key].elapsed_ns += elapsed
-
-    for variant in case.variants:
-        advance(f"{case.label} {variant.key}: memory")
-        results[variant.key].peak_memory_bytes = await _peak_memory(variant)
-    return [results[variant.key] for variant in case.variants]
-
-
-async def _concurrent_rows(variant: Variant, operations: int) -> int:
-    """Rows per operation of a concurrent variant (each operation loads the same)."""
-    counts = await asyncio.gather(*(variant.op() for _ in range(operations)))
-    if len(set(counts)) != 1:
-        raise InconsistentVariants(f"{variant.key}: operations loaded {sorted(set(counts))} rows")
-    return counts[0]
-
-
-def _check_consistent(case: Case, results: dict[str, Measurement]) -> None:
+        advance(f"{case.label} {variant.key}: statements, memory")
+        results[variant.key] = await _instrumented(variant, lab)
     rows = {key: measurement.rows_per_op for key, measurement in results.items()}
     if len(set(rows.values())) > 1:
         raise InconsistentVariants(f"{case.label}: variants loaded different amounts: {rows}")
+
+    started = _clock()
+    rounds = 0
+    while rounds < sizes.repeats:
+        shift = rounds % len(case.variants)
+        for variant in case.variants[shift:] + case.variants[:shift]:
+            advance(f"{case.label} {variant.key}: round {rounds + 1}")
+            gc.collect()
+            latencies, elapsed = await timed_batch(variant, sizes.round_seconds, sizes.max_batch)
+            results[variant.key].latencies_ns.extend(latencies)
+            results[variant.key].elapsed_ns += elapsed
+        rounds += 1
+        spent = (_clock() - started) / 1e9
+        if (
+            sizes.case_seconds
+            and rounds >= MIN_ROUNDS
+            and spent * (rounds + 1) / rounds > (sizes.case_seconds)
+        ):
+            break
+    for _ in range((sizes.repeats - rounds) * len(case.variants)):
+        advance(f"{case.label}: time budget reached after {rounds} rounds")
+    return CaseRun([results[variant.key] for variant in case.variants], rounds)
+
+
+def steps(case: Case, lab: Lab, *, warm_up: bool) -> int:
+    """How many times `run_case` calls `advance` for `case`."""
+    return len(case.variants) * (lab.sizes.repeats + 1 + int(warm_up))

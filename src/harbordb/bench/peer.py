@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 from sqlalchemy import make_url
 
+from harbordb.bench.core import Op
 from harbordb.db import normalize_url
 
 NOT_INSTALLED = (
@@ -51,3 +52,37 @@ async def start(url: str, stack: AsyncExitStack, notes: list[str]) -> bool:
     )
     stack.push_async_callback(Tortoise.close_connections)
     return True
+
+
+def catalog_page(page_size: int) -> Op:
+    """W2 in Tortoise: the page, then its variants and tags with `prefetch_related`."""
+    from harbordb.bench.tortoise_models import TortoiseProduct
+
+    async def op() -> int:
+        products = await (
+            TortoiseProduct.filter(archived_at=None)
+            .order_by("name", "id")
+            .limit(page_size)
+            .prefetch_related("variants", "tags")
+        )
+        return sum(1 + len(p.variants) + len(p.tags) for p in products)
+
+    return op
+
+
+def customer_graph(customer_id: int) -> Op:
+    """W3 in Tortoise: one customer, orders -> items -> variant -> product prefetched."""
+    from harbordb.bench.tortoise_models import TortoiseCustomer
+
+    async def op() -> int:
+        customer = await TortoiseCustomer.get(id=customer_id).prefetch_related(
+            "orders__items__variant__product"
+        )
+        loaded = 1
+        for order in customer.orders:
+            loaded += 1
+            for item in order.items:
+                loaded += 1 + (item.variant is not None) + (item.variant.product is not None)
+        return loaded
+
+    return op

@@ -35,7 +35,7 @@ def workload_table(workload: dict[str, Any]) -> Table:
     )
     table.add_column("case")
     table.add_column("variant")
-    for name in ("stmts/op", "p50 ms", "p95 ms", "p99 ms", rate, "peak KiB"):
+    for name in ("stmts/op", "n", "p50 ms", "p95 ms", "p99 ms", rate, "peak KiB"):
         table.add_column(name, justify="right")
     table.add_column(f"x {floor}" if floor else "x floor", justify="right")
     for case in workload["cases"]:
@@ -45,6 +45,7 @@ def workload_table(workload: dict[str, Any]) -> Table:
                 case["label"] if index == 0 else "",
                 record["variant"],
                 _number(record["statements_per_op"], 1),
+                str(record["samples"]),
                 _number(record["p50_ms"], 3),
                 _number(record["p95_ms"], 3),
                 _number(record["p99_ms"], 3),
@@ -57,9 +58,16 @@ def workload_table(workload: dict[str, Any]) -> Table:
             table.add_row(
                 "",
                 f"[dim]{skipped['variant']}[/dim]",
-                f"[dim]skipped: {skipped['reason']}[/dim]",
+                "[dim]skipped[/dim]",
                 end_section=index == len(case["skipped"]) - 1,
             )
+    reasons = dict.fromkeys(
+        f"{skipped['variant']} skipped: {skipped['reason']}"
+        for case in workload["cases"]
+        for skipped in case["skipped"]
+    )
+    if reasons:
+        table.caption = f"{table.caption}\n" + "\n".join(reasons)
     return table
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harbordb.bench.core import Case, Workload
-from harbordb.bench.measure import Measurement
+from harbordb.bench.measure import CaseRun, Measurement
 
 SCHEMA = "harbordb-bench/1"
 
@@ -42,19 +42,15 @@ def summarise(measurement: Measurement, unit: str) -> dict[str, Any]:
         "min_ms": round(ms[0], 4),
         "max_ms": round(ms[-1], 4),
         "ops_per_s": round(ops_per_s, 2) if ops_per_s else None,
-        "peak_memory_kib": (
-            round(measurement.peak_memory_bytes / 1024, 1)
-            if measurement.peak_memory_bytes is not None
-            else None
-        ),
+        "peak_memory_kib": round(measurement.peak_memory_bytes / 1024, 1),
     }
     if unit == "row" and ops_per_s:
         record["rows_per_s"] = round(ops_per_s * measurement.rows_per_op, 1)
     return record
 
 
-def case_record(workload: Workload, case: Case, measurements: list[Measurement]) -> dict[str, Any]:
-    variants = [summarise(m, workload.unit) for m in measurements]
+def case_record(workload: Workload, case: Case, run: CaseRun) -> dict[str, Any]:
+    variants = [summarise(m, workload.unit) for m in run.measurements]
     floor = next((v for v in variants if v["variant"] == workload.floor), None)
     for record in variants:
         record["ratio_to_floor"] = (
@@ -63,6 +59,7 @@ def case_record(workload: Workload, case: Case, measurements: list[Measurement])
     return {
         "label": case.label,
         "params": case.params,
+        "rounds": run.rounds,
         "variants": variants,
         "skipped": [{"variant": key, "reason": why} for key, why in case.skipped.items()],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from contextlib import AsyncExitStack
 from dataclasses import asdict
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harbordb.bench import environment, goals, peer, seed
 from harbordb.bench.core import Lab
-from harbordb.bench.measure import run_case
+from harbordb.bench.measure import MIN_ROUNDS, run_case, steps
 from harbordb.bench.options import DEFAULT_WORKLOADS, BenchOptions
 from harbordb.bench.report import print_report
 from harbordb.bench.results import SCHEMA, case_record, workload_record, write_json
@@ -78,8 +79,14 @@ async def _run_workloads(options: BenchOptions, lab: Lab, console: Console) -> d
     if lab.target.bouncer_url is None and any(w.key == "W6" for w in chosen):
         chosen = [w for w in chosen if w.key != "W6"]  # open_target left a note
     built = [(workload, await workload.build(lab)) for workload in chosen]
-    steps = sum(
-        len(case.variants) * (lab.sizes.repeats + 2) for _, cases in built for case in cases
+    # Everything alive now lives to the end: keep it out of the collections that
+    # run between batches, which then cost little and the same for every variant.
+    gc.collect()
+    gc.freeze()
+    total = sum(
+        steps(case, lab, warm_up=index == 0)
+        for _, cases in built
+        for index, case in enumerate(cases)
     )
     records: dict[str, Any] = {}
     columns = (
@@ -89,17 +96,18 @@ async def _run_workloads(options: BenchOptions, lab: Lab, console: Console) -> d
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("measuring", total=steps)
+        task = progress.add_task("measuring", total=total)
 
         for workload, cases in built:
 
             def advance(description: str, key: str = workload.key) -> None:
                 progress.update(task, advance=1, description=f"{key} {description}")
 
-            records[workload.key] = workload_record(
-                workload,
-                [case_record(workload, case, await run_case(case, lab, advance)) for case in cases],
-            )
+            done = [
+                case_record(workload, case, await run_case(case, lab, advance, warm_up=index == 0))
+                for index, case in enumerate(cases)
+            ]
+            records[workload.key] = workload_record(workload, done)
     return records
 
 
@@ -141,13 +149,18 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
             "via_pgbouncer": target.via_pgbouncer,
         },
         "method": {
-            "warmup_ops_per_variant": 1,
             "rounds": options.sizes.repeats,
+            "min_rounds_within_budget": MIN_ROUNDS,
+            "case_seconds": options.sizes.case_seconds,
             "round_seconds": options.sizes.round_seconds,
+            "max_batch": options.sizes.max_batch,
             "interleaving": "every round runs every variant; the order rotates by one each round",
-            "latency": "per operation, time.perf_counter_ns; percentiles interpolated",
-            "statements": "counted in the warm-up run; transaction control not counted",
-            "peak_memory": "tracemalloc peak of Python allocations during one untimed operation",
+            "latency": "per operation, time.perf_counter_ns; percentiles interpolated linearly",
+            "warmup": "one untimed operation per variant on each workload's first case",
+            "statements": "counted in one untimed operation (one per task when concurrent); "
+            "BEGIN/COMMIT are not statements",
+            "peak_memory": "tracemalloc peak of Python allocations during that same untimed "
+            "operation, above what was allocated before it",
         },
         "dataset": measured["dataset"],
         "workloads": measured["workloads"],

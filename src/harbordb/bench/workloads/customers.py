@@ -56,6 +56,17 @@ def orm(lab: Lab, n: int, strategy: Any) -> Op:
     return op
 
 
+def repository(lab: Lab, n: int) -> Op:
+    async def op() -> int:
+        async with lab.db.unit_of_work() as uow:
+            customers = await uow.customers.list(
+                Customer.id <= n, order_by=("id",), load=("orders",)
+            )
+            return _count(customers)
+
+    return op
+
+
 def core_in(lab: Lab, n: int) -> Op:
     parents = select(_CUSTOMERS).where(_CUSTOMERS.c.id <= n).order_by(_CUSTOMERS.c.id)
 
@@ -115,6 +126,7 @@ def _variants(lab: Lab, n: int, keys: tuple[str, ...]) -> list[Variant]:
         "selectinload": lambda: orm(lab, n, selectinload),
         "joinedload": lambda: orm(lab, n, joinedload),
         "subqueryload": lambda: orm(lab, n, subqueryload),
+        "repository": lambda: repository(lab, n),
         "core-in": lambda: core_in(lab, n),
         "asyncpg-in": lambda: asyncpg_in(lab, n),
         "asyncpg-json": lambda: asyncpg_json(lab, n),
@@ -140,5 +152,45 @@ NPLUS1 = Workload(
     unit="op",
     floor="selectinload",
     build=_nplus1_cases,
+    scaling=True,
+)
+
+
+async def _scale_cases(lab: Lab) -> list[Case]:
+    keys: tuple[str, ...] = (
+        "n+1",
+        "selectinload",
+        "joinedload",
+        "subqueryload",
+        "repository",
+        "core-in",
+        "asyncpg-in",
+        "asyncpg-json",
+    )
+    cases = []
+    for n in lab.sizes.scale_n:
+        case = Case(f"N={n}", {"n": n}, [])
+        keys_here = keys
+        if n > lab.sizes.nplus1_max:
+            keys_here = keys[1:]
+            case.skipped["n+1"] = (
+                f"measured up to N={lab.sizes.nplus1_max} only (--nplus1-max): "
+                "beyond, it would dominate the run time"
+            )
+        case.variants = _variants(lab, n, keys_here)
+        cases.append(case)
+    return cases
+
+
+W4 = Workload(
+    key="W4",
+    title="scaling: N customers with their orders",
+    description=(
+        "Customers 1..N with their orders (5 each), N from 10 to 10,000: every loading "
+        "strategy against N."
+    ),
+    unit="op",
+    floor="asyncpg-json",
+    build=_scale_cases,
     scaling=True,
 )
