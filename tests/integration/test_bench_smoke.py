@@ -70,7 +70,11 @@ def quick_run(quick_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[
                   "--output", str(output))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result: dict[str, Any] = json.loads((output / "quick.json").read_text())
-    assert {path.name for path in output.iterdir()} >= {"quick.json", "quick-ratio-to-floor.png"}
+    assert {path.name for path in output.iterdir()} >= {
+        "quick.json",
+        "quick.md",
+        "quick-ratio-to-floor.png",
+    }
     result["_stdout"] = done.stdout
     return result
 

@@ -10,8 +10,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 
 _DPI = 110
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
+_LINES = ("-", "--", "-.", ":")
 
 
 def _scaling(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -37,8 +40,14 @@ def _against_n(run: dict[str, Any], path: Path, field: str, ylabel: str, title: 
         1, len(workloads), figsize=(7.5 * len(workloads), 5.5), squeeze=False
     )
     for axis, workload in zip(axes[0], workloads, strict=True):
-        for variant, (xs, ys) in _series(workload, field).items():
-            axis.plot(xs, ys, marker="o", label=variant)
+        # Hollow markers of different shapes and sizes: lines that coincide (the
+        # same statement counts) stay visible.
+        for index, (variant, (xs, ys)) in enumerate(_series(workload, field).items()):
+            axis.plot(
+                xs, ys, label=variant,
+                marker=_MARKERS[index % len(_MARKERS)], markersize=11 - index % 6,
+                fillstyle="none", linestyle=_LINES[index % len(_LINES)],
+            )  # fmt: skip
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("N (customers, each with 5 orders)")
@@ -52,15 +61,22 @@ def _against_n(run: dict[str, Any], path: Path, field: str, ylabel: str, title: 
     return path
 
 
+# Bars of harbordb's own paths stand out; the floor is grey.
+_HARBORDB = {"repository", "repository-copy"}
+
+
+def _colour(variant: str, floor: str) -> str:
+    if variant == floor:
+        return "tab:gray"
+    return "tab:orange" if variant in _HARBORDB else "tab:blue"
+
+
 def _ratio_bars(run: dict[str, Any], path: Path) -> Path | None:
+    # A scaling workload shows its largest N only.
     workloads = [
-        w for w in run["workloads"].values() if w["floor"] and w["cases"] and not w["scaling"]
-    ]
-    # Scaling workloads show their largest N here.
-    workloads += [
-        {**w, "cases": [w["cases"][-1]]}
+        {**w, "cases": [w["cases"][-1]]} if w["scaling"] else w
         for w in run["workloads"].values()
-        if w["floor"] and w["cases"] and w["scaling"]
+        if w["floor"] and w["cases"]
     ]
     if not workloads:
         return None
@@ -70,16 +86,22 @@ def _ratio_bars(run: dict[str, Any], path: Path) -> Path | None:
     for axis, workload in zip(axes[:, 0], workloads, strict=True):
         labels: list[str] = []
         values: list[float] = []
+        colours: list[str] = []
         for case in workload["cases"]:
             for record in case["variants"]:
                 if record["ratio_to_floor"] is not None:
                     prefix = f"{case['label']} " if len(workload["cases"]) > 1 else ""
                     labels.append(prefix + record["variant"])
                     values.append(record["ratio_to_floor"])
-        bars = axis.barh(labels, values, color="tab:blue")
+                    colours.append(_colour(record["variant"], workload["floor"]))
+        bars = axis.barh(labels, values, color=colours)
         axis.bar_label(bars, fmt="%.2f", fontsize="small", padding=2)
         axis.axvline(1.0, color="black", linewidth=0.8)
         axis.set_xscale("log")
+        axis.set_xlim(min(0.5, min(values) * 0.8), max(values) * 1.6)
+        axis.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}x"))
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
         axis.invert_yaxis()
         case_note = f" ({workload['cases'][0]['label']})" if len(workload["cases"]) == 1 else ""
         axis.set_title(

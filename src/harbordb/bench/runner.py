@@ -15,7 +15,7 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harbordb.bench import environment, goals, peer, seed
+from harbordb.bench import environment, goals, markdown, peer, seed
 from harbordb.bench.core import Lab
 from harbordb.bench.measure import MIN_ROUNDS, run_case, steps
 from harbordb.bench.options import DEFAULT_WORKLOADS, BenchOptions
@@ -172,7 +172,9 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
     stem = output_stem(options)
     json_path = output / f"{stem}.json"
     write_json(run_record, json_path)
-    written = [json_path]
+    markdown_path = output / f"{stem}.md"
+    markdown_path.write_text(markdown.render(run_record))
+    written = [json_path, markdown_path]
     if options.plots:
         written += _plots(run_record, output, stem, console)
     console.print("wrote " + ", ".join(str(path) for path in written))
