@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harbordb.bench.core import VARIANT_LABELS
@@ -29,7 +30,7 @@ def workload_table(workload: dict[str, Any]) -> Table:
     legend = "; ".join(f"{key} = {VARIANT_LABELS.get(key, key)}" for key in used)
     table = Table(
         title=f"{workload['key']}: {workload['title']}",
-        caption=f"{workload['description']}\n{legend}",
+        caption=escape(f"{workload['description']}\n{legend}"),
         caption_justify="left",
         title_justify="left",
     )
@@ -67,7 +68,7 @@ def workload_table(workload: dict[str, Any]) -> Table:
         for skipped in case["skipped"]
     )
     if reasons:
-        table.caption = f"{table.caption}\n" + "\n".join(reasons)
+        table.caption = f"{table.caption}\n" + escape("\n".join(reasons))
     return table
 
 
@@ -83,7 +84,8 @@ def print_report(console: Console, run: dict[str, Any]) -> None:
         colours = {"met": "green", "not met": "red", "reported": "cyan", "not measured": "yellow"}
         for goal in run["goals"]:
             colour = colours[goal["status"]]
-            goals.add_row(goal["goal"], goal["measured"], f"[{colour}]{goal['status']}[/{colour}]")
+            status = f"[{colour}]{goal['status']}[/{colour}]"
+            goals.add_row(escape(goal["goal"]), escape(goal["measured"]), status)
         console.print(goals)
     for note in run["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")

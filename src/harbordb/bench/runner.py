@@ -187,7 +187,7 @@ def _plots(run_record: dict[str, Any], output: Path, stem: str, console: Console
     except ImportError:
         console.print(
             "[yellow]note:[/yellow] matplotlib is not installed: no plots "
-            "(pip install 'harbordb[bench]')"
+            "(pip install 'harbordb\\[bench]')"
         )
         return []
     return plots.write_all(run_record, output, stem)
