@@ -37,3 +37,24 @@ async def test_session_objects_stay_readable_after_commit(database: Database) ->
         assert customer.name == "Grace"  # expire_on_commit=False: no reload, no lazy load
         await session.delete(customer)
         await session.commit()
+
+
+async def test_dead_pooled_connections_are_replaced_on_checkout(migrated_url: str) -> None:
+    """A server restart or an idle-connection reaper must not fail the next request."""
+    async with Database(migrated_url, pool_size=2, application_name="harbordb-ping-test") as db:
+        async with db.engine.connect() as first, db.engine.connect() as second:
+            old = {
+                await first.scalar(text("SELECT pg_backend_pid()")),
+                await second.scalar(text("SELECT pg_backend_pid()")),
+            }
+        async with Database(migrated_url) as admin, admin.engine.connect() as conn:
+            killed = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'harbordb-ping-test'"
+                )
+            )
+        assert killed == 2
+        async with db.engine.connect() as conn:  # checks out a dead connection, pings, replaces
+            fresh = await conn.scalar(text("SELECT pg_backend_pid()"))
+        assert fresh not in old
