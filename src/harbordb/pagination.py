@@ -41,7 +41,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy import and_, literal, or_, tuple_
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import (
     BigInteger,
     Boolean,
@@ -122,6 +122,9 @@ def fingerprint(table: str, keys: Sequence[SortKey]) -> str:
 def rows_after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
     """The rows strictly after `values` in the ordering `keys`.
 
+    Each value is bound as a parameter of its key's type; a `bindparam` stands
+    for a value given when the statement runs (a statement built once).
+
     One row-value comparison when all directions agree (it can use a
     composite index); otherwise the expanded form
     ``a > x OR (a = x AND b < y) OR ...``.
@@ -142,6 +145,8 @@ def rows_after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[
 
 
 def _bound(key: SortKey, value: Any) -> ColumnElement[Any]:
+    if isinstance(value, BindParameter):  # a value given when the statement runs
+        return value
     return literal(value, type_=key.type)
 
 

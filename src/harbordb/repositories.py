@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 
+from harbordb.errors import NotFound, translating
 from harbordb.models import (
     Customer,
     Order,
@@ -25,7 +26,8 @@ from harbordb.models import (
     Variant,
 )
 from harbordb.pagination import Page, Total
-from harbordb.repository import Ordering, Repository, any_of
+from harbordb.readmodels import CustomerHistory, ProductCard, customer_history, product_cards
+from harbordb.repository import Ordering, Repository, any_of, escape_like
 
 
 class CustomerRepository(Repository[Customer]):
@@ -37,6 +39,24 @@ class CustomerRepository(Repository[Customer]):
         """The customer with this exact email, or None. One statement."""
         found = await self.list(email=email, limit=1)
         return found[0] if found else None
+
+    async def history(self, id: int, /) -> CustomerHistory:
+        """The customer with every order, its lines, their variants and products, as a
+        read-only `CustomerHistory` (no ORM objects). `NotFound` if no such customer.
+
+        Three statements whatever the number of orders (two for a customer with none).
+        """
+        with translating():
+            found = await self.session.run_sync(customer_history, id)
+        if found is None:
+            raise NotFound(f"Customer {id!r} not found")
+        return found
+
+
+# `catalog_cards`' page queries by (repository class, tag?, search?, resuming?),
+# each built once: building and keying a statement costs SQLAlchemy more than
+# running it. Every value in them is a bind parameter.
+_CARD_QUERIES: dict[tuple[type[Repository[Any]], bool, bool, bool], Select[Any]] = {}
 
 
 class ProductRepository(Repository[Product]):
@@ -68,12 +88,68 @@ class ProductRepository(Repository[Product]):
         plus one for a `total`. `tag` keeps products with that tag; `search`
         matches the name (wildcards in it are literal).
         """
-        filters = [self.live()]
+        keys = self._sort_keys(order_by)
+        filters = self._catalog_filters(tag is not None, search is not None)
+        query = self._keyset_query(self._select(None), filters, keys, resume=after is not None)
+        params = self._catalog_params(tag, search)
+        return await self._keyset_page(
+            query, keys, after=after, limit=limit, total=total, conditions=filters, params=params
+        )
+
+    async def catalog_cards(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 50,
+        tag: str | None = None,
+        search: str | None = None,
+        total: Total = None,
+    ) -> Page[ProductCard]:
+        """`catalog_page` as read-only `ProductCard`s, built from Core rows (no ORM objects).
+
+        The same filters, order and cursors (a cursor of one works in the
+        other) and the same three statements, plus one for a `total`.
+        """
+        keys = self._sort_keys(None)
+        filters = self._catalog_filters(tag is not None, search is not None)
+        shape = (type(self), tag is not None, search is not None, after is not None)
+        query = _CARD_QUERIES.get(shape)
+        if query is None:
+            table = Product.__table__
+            # The card's own columns, which are also the sort keys the next cursor holds.
+            rows = select(table.c.id, table.c.name)
+            query = _CARD_QUERIES[shape] = self._keyset_query(
+                rows, filters, keys, resume=after is not None
+            )
+        return await self._keyset_page(
+            query,
+            keys,
+            after=after,
+            limit=limit,
+            total=total,
+            conditions=filters,
+            params=self._catalog_params(tag, search),
+            build=product_cards,
+        )
+
+    @classmethod
+    def _catalog_filters(cls, tag: bool, search: bool) -> list[ColumnElement[bool]]:
+        """Live products; with ``:tag``; whose name matches the pattern ``:search``."""
+        filters = [cls.live()]
+        if tag:
+            filters.append(Product.tags.any(Tag.name == bindparam("tag")))
+        if search:
+            filters.append(Product.name.ilike(bindparam("search"), escape="\\"))
+        return filters
+
+    @staticmethod
+    def _catalog_params(tag: str | None, search: str | None) -> dict[str, str]:
+        params = {}
         if tag is not None:
-            filters.append(Product.tags.any(Tag.name == tag))
+            params["tag"] = tag
         if search is not None:
-            filters.append(self.matching(search))
-        return await self.page(*filters, after=after, limit=limit, order_by=order_by, total=total)
+            params["search"] = f"%{escape_like(search)}%"  # as `contains`: wildcards literal
+        return params
 
     async def archive(self, id: int, /) -> Product:
         """Take a product off sale (idempotent: the first archive time stays). One UPDATE."""

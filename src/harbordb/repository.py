@@ -40,13 +40,14 @@ Errors
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
     String,
     UnaryExpression,
@@ -64,6 +65,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import update as update_stmt
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import (
@@ -71,6 +73,7 @@ from sqlalchemy.orm import (
     Mapper,
     QueryableAttribute,
     RelationshipProperty,
+    Session,
     joinedload,
     raiseload,
     selectinload,
@@ -107,6 +110,9 @@ LoadPlan = Sequence[str | ExecutableOption]
 
 Ordering = Sequence[str | ColumnElement[Any] | QueryableAttribute[Any]]
 """``"name"``, ``"-name"``, ``Model.name``, ``Model.name.desc()`` (any expression for `list`)."""
+
+RowBuilder = Callable[[Session, Sequence[Row[Any]]], Sequence[Any]]
+"""Makes a page's items of its plain rows, on the (sync) session: see `Repository._window`."""
 
 
 def contains(
@@ -267,10 +273,7 @@ class Repository(Generic[ModelT]):
 
     async def count(self, *filters: ColumnElement[bool], **equals: Any) -> int:
         """COUNT of the rows matching the filters. One statement."""
-        stmt = select(func.count()).select_from(self.model)
-        stmt = stmt.where(*self._conditions(filters, equals))
-        with translating():
-            return int((await self.session.scalars(stmt)).one())
+        return await self._count(self._conditions(filters, equals))
 
     async def exists(self, *filters: ColumnElement[bool], **equals: Any) -> bool:
         """Whether any row matches: ``SELECT EXISTS (...)``, which stops at the first row."""
@@ -303,19 +306,12 @@ class Repository(Generic[ModelT]):
         that is garbled, tampered with or made for another ordering raises
         `InvalidCursor`.
         """
-        keys = self._sort_keys(order_by)
-        fp = fingerprint(_table(self.model).name, keys)
         conditions = self._conditions(filters, equals)
-        stmt = self._select(load).where(*conditions)
-        if after is not None:
-            stmt = stmt.where(rows_after(keys, decode_cursor(after, fp, keys)))
-        items, has_more = await self._window(stmt, [k.ordering for k in keys], limit, 0)
-        next_cursor = None
-        if has_more:
-            last = items[-1]
-            next_cursor = encode_cursor(fp, (getattr(last, k.name) for k in keys))
-        count = await self._total(total, conditions)
-        return Page(tuple(items), next_cursor, has_more, count)
+        keys = self._sort_keys(order_by)
+        query = self._keyset_query(self._select(load), conditions, keys, resume=after is not None)
+        return await self._keyset_page(
+            query, keys, after=after, limit=limit, total=total, conditions=conditions
+        )
 
     async def offset_page(
         self,
@@ -336,9 +332,10 @@ class Repository(Generic[ModelT]):
             raise ValueError(f"page must be an int >= 1, got {page!r}")
         limit = _check_limit(limit, self.max_limit)
         conditions = self._conditions(filters, equals)
-        stmt = self._select(load).where(*conditions)
-        ordering = self._order_clauses(order_by)
-        items, has_more = await self._window(stmt, ordering, limit, (page - 1) * limit)
+        query = self._windowed(self._select(load).where(*conditions), self._order_clauses(order_by))
+        if page > 1:
+            query = query.offset((page - 1) * limit)
+        items, has_more = await self._window(query, limit)
         count = await self._total(total, conditions)
         return OffsetPage(tuple(items), page, limit, has_more, count)
 
@@ -653,37 +650,113 @@ class Repository(Generic[ModelT]):
         keys += [k for k in _pk_keys(_mapper(self.model), descending) if k.name not in named]
         return keys
 
+    def _keyset_query(
+        self,
+        stmt: Select[Any],
+        conditions: Sequence[ColumnElement[bool]],
+        keys: Sequence[SortKey],
+        *,
+        resume: bool,
+    ) -> Select[Any]:
+        """`stmt` as a keyset page: `conditions`, the rows after the cursor (when
+        `resume`), in `keys` order, windowed (`_windowed`).
+
+        The cursor's values (``:keyset_0``, ...) and the page size are bind
+        parameters that `_keyset_page` fills in: a query can be built once and
+        run for any page (`ProductRepository.catalog_cards` keeps its queries).
+        """
+        stmt = stmt.where(*conditions)
+        if resume:
+            cursor = [bindparam(f"keyset_{i}", type_=key.type) for i, key in enumerate(keys)]
+            stmt = stmt.where(rows_after(keys, cursor))
+        return self._windowed(stmt, [key.ordering for key in keys])
+
+    async def _keyset_page(
+        self,
+        query: Select[Any],
+        keys: Sequence[SortKey],
+        *,
+        after: str | None,
+        limit: int,
+        total: Total,
+        conditions: Sequence[ColumnElement[bool]],
+        params: Mapping[str, Any] | None = None,
+        build: RowBuilder | None = None,
+    ) -> Page[Any]:
+        """The page of `query` (from `_keyset_query`, resuming when `after` is set).
+
+        `params` binds the caller's own parameters in `query` and `conditions`.
+        The items are ORM entities, or what `build` makes of the rows (see
+        `_window`); either way each item has the sort keys as attributes, for
+        the next cursor.
+        """
+        fp = fingerprint(_table(self.model).name, keys)
+        values = dict(params or {})
+        if after is not None:
+            cursor = decode_cursor(after, fp, keys)
+            values.update((f"keyset_{i}", value) for i, value in enumerate(cursor))
+        items, has_more = await self._window(query, limit, values, build=build)
+        next_cursor = None
+        if has_more:
+            last = items[-1]
+            next_cursor = encode_cursor(fp, (getattr(last, k.name) for k in keys))
+        count = await self._total(total, conditions, params)
+        return Page(tuple(items), next_cursor, has_more, count)
+
+    @staticmethod
+    def _windowed(stmt: Select[Any], ordering: Sequence[ColumnElement[Any]]) -> Select[Any]:
+        """`stmt` in `ordering`, ``LIMIT :page_limit``, and whether a row follows each row.
+
+        ``lead(true) OVER (same ORDER BY)``, the last column, says whether a
+        next row exists, so a page fetches exactly its rows: one more would push
+        a 500-row page's `selectinload` into a second IN statement.
+        """
+        follows = func.lead(true()).over(order_by=ordering)
+        page_limit = bindparam("page_limit", type_=Integer)
+        return stmt.add_columns(follows).order_by(*ordering).limit(page_limit)
+
     async def _window(
         self,
-        stmt: Select[ModelT],
-        ordering: Sequence[ColumnElement[Any]],
+        query: Select[Any],
         limit: int,
-        offset: int,
-    ) -> tuple[builtins.list[ModelT], bool]:
-        """`limit` rows from `offset`, and whether any row follows them.
+        params: Mapping[str, Any] | None = None,
+        *,
+        build: RowBuilder | None = None,
+    ) -> tuple[Sequence[Any], bool]:
+        """The items of `limit` rows of a `_windowed` query, and whether any row follows.
 
-        ``lead(true) OVER (same ORDER BY)`` on each row says whether a next row
-        exists, so the page fetches exactly `limit` rows: one more would push a
-        500-row page's `selectinload` into a second IN statement.
+        The items are the rows' ORM entities or, given `build`, what
+        ``build(session, rows)`` returns for the plain rows (the ``lead()``
+        value last in each): read on the session's connection without the ORM's
+        result processing, in one greenlet with whatever `build` reads next.
         """
-        limit = _check_limit(limit, self.max_limit)
-        follows = func.lead(true()).over(order_by=ordering)
-        windowed = stmt.add_columns(follows).order_by(*ordering).limit(limit)
-        if offset:
-            windowed = windowed.offset(offset)
+        values = {**(params or {}), "page_limit": _check_limit(limit, self.max_limit)}
         with translating():
-            rows = (await self.session.execute(windowed)).unique().all()
-        items = [row[0] for row in rows]
-        return items, bool(rows) and rows[-1][1] is not None
+            if build is None:
+                rows = (await self.session.execute(query, values)).unique().all()
+                return [row[0] for row in rows], bool(rows) and rows[-1][-1] is not None
+            return await self.session.run_sync(_built_rows, query, values, build)
 
-    async def _total(self, total: Total, conditions: Sequence[ColumnElement[bool]]) -> int | None:
+    async def _total(
+        self,
+        total: Total,
+        conditions: Sequence[ColumnElement[bool]],
+        params: Mapping[str, Any] | None = None,
+    ) -> int | None:
         if total is None:
             return None
         if total == "exact":
-            return await self.count(*conditions)
+            return await self._count(conditions, params)
         if total == "estimate":
             return await self.estimated_rows()
         raise ValueError(f"total must be None, 'exact' or 'estimate', got {total!r}")
+
+    async def _count(
+        self, conditions: Sequence[ColumnElement[bool]], params: Mapping[str, Any] | None = None
+    ) -> int:
+        stmt = select(func.count()).select_from(self.model).where(*conditions)
+        with translating():
+            return int((await self.session.scalars(stmt, params)).one())
 
     async def estimated_rows(self) -> int | None:
         """The planner's row count for the whole table (``pg_class.reltuples``), unfiltered.
@@ -699,6 +772,13 @@ class Repository(Generic[ModelT]):
 
 
 # -- module helpers -----------------------------------------------------------
+
+
+def _built_rows(
+    session: Session, query: Select[Any], values: Mapping[str, Any], build: RowBuilder
+) -> tuple[Sequence[Any], bool]:
+    rows = session.connection().execute(query, values).all()
+    return build(session, rows), bool(rows) and rows[-1][-1] is not None
 
 
 @dataclass(frozen=True)

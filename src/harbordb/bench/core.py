@@ -70,6 +70,7 @@ VARIANT_LABELS = {
     "joinedload": "ORM joinedload (.unique())",
     "subqueryload": "ORM subqueryload",
     "repository": "harbordb repository method",
+    "repository-view": "harbordb read model: Core rows into frozen dataclasses (W2, W3)",
     "core-in": "Core select, manual IN per relationship",
     "asyncpg-in": "raw asyncpg, same shape (= ANY($1) per relationship)",
     "asyncpg-json": "raw asyncpg, one query with json_agg (the floor)",

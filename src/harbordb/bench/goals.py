@@ -110,25 +110,38 @@ def _pool_goal(run: dict[str, Any]) -> dict[str, Any] | None:
     return _goal(goal, measured, "reported")
 
 
+# The harbordb reads the first two goals are checked for: the ORM repository
+# method, and the read model (Core rows into frozen dataclasses). Both are
+# reported, so an unmet goal stays visible next to a met one.
+HARBORDB_READS = {
+    "repository": "harbordb repository read (ORM objects)",
+    "repository-view": "harbordb read-model read (catalog_cards, history)",
+}
+
+
 def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The goals whose workloads ran."""
-    goals = [
-        _ratio_goal(
-            run,
-            f"harbordb repository read on W2 and W3 within {REPOSITORY_BUDGET}x of raw "
-            "asyncpg's same-shape path, concurrency 1",
-            "repository",
-            "asyncpg-in",
-            REPOSITORY_BUDGET,
-        ),
-        _ratio_goal(
-            run,
-            "harbordb repository read faster than Tortoise's prefetch_related on W2 and W3",
-            "repository",
-            "tortoise",
-            None,
-        ),
-        _statements_goal(run),
-        _pool_goal(run),
-    ]
+    goals: list[dict[str, Any] | None] = []
+    for subject, label in HARBORDB_READS.items():
+        goals.append(
+            _ratio_goal(
+                run,
+                f"{label} on W2 and W3 within {REPOSITORY_BUDGET}x of raw asyncpg's "
+                "same-shape path, concurrency 1",
+                subject,
+                "asyncpg-in",
+                REPOSITORY_BUDGET,
+            )
+        )
+    for subject, label in HARBORDB_READS.items():
+        goals.append(
+            _ratio_goal(
+                run,
+                f"{label} faster than Tortoise's prefetch_related on W2 and W3",
+                subject,
+                "tortoise",
+                None,
+            )
+        )
+    goals += [_statements_goal(run), _pool_goal(run)]
     return [goal for goal in goals if goal is not None]

@@ -62,7 +62,7 @@ def _against_n(run: dict[str, Any], path: Path, field: str, ylabel: str, title: 
 
 
 # Bars of harbordb's own paths stand out; the floor is grey.
-_HARBORDB = {"repository", "repository-copy"}
+_HARBORDB = {"repository", "repository-view", "repository-copy"}
 
 
 def _colour(variant: str, floor: str) -> str:

@@ -2,7 +2,8 @@
 
 W2's page is the catalog's first page as `ProductRepository.catalog_page` serves
 it: the first 50 live products by name (id breaks ties). Every variant returns
-products + variants + tag links loaded.
+products + variants + tag links loaded (`repository-view`: its cards, variant
+lines and tag names, from `catalog_cards`).
 """
 
 from __future__ import annotations
@@ -187,6 +188,17 @@ def w2_repository(lab: Lab) -> Op:
     return op
 
 
+def w2_repository_view(lab: Lab) -> Op:
+    """The same page as read-only `ProductCard`s: Core rows, no ORM objects."""
+
+    async def op() -> int:
+        async with lab.db.unit_of_work() as uow:
+            page = await uow.products.catalog_cards(limit=lab.sizes.page_size)
+            return sum(1 + len(card.variants) + len(card.tags) for card in page.items)
+
+    return op
+
+
 def w2_core_in(lab: Lab) -> Op:
     parents = (
         select(_PRODUCTS)
@@ -270,6 +282,7 @@ async def _w2_cases(lab: Lab) -> list[Case]:
         Variant("n+1", w2_nplus1(lab)),
         *(Variant(key, w2_orm(lab, strategy)) for key, strategy in ORM_STRATEGIES.items()),
         Variant("repository", w2_repository(lab)),
+        Variant("repository-view", w2_repository_view(lab)),
         Variant("core-in", w2_core_in(lab)),
         Variant("asyncpg-in", w2_asyncpg_in(lab)),
         Variant("asyncpg-json", w2_asyncpg_json(lab)),
