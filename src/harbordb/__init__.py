@@ -35,6 +35,7 @@ from harbordb.inventory import (
 )
 from harbordb.pagination import OffsetPage, Page
 from harbordb.querycount import QueryCounter, assert_max_queries, count_queries
+from harbordb.readmodels import CustomerHistory, OrderLine, OrderView, ProductCard, VariantLine
 from harbordb.repositories import (
     CustomerRepository,
     OrderRepository,
@@ -54,6 +55,7 @@ __all__ = [
     "CheckoutFailed",
     "ConfigurationError",
     "Conflict",
+    "CustomerHistory",
     "CustomerRepository",
     "Database",
     "DatabaseError",
@@ -68,9 +70,12 @@ __all__ = [
     "NPlusOneWarning",
     "NotFound",
     "OffsetPage",
+    "OrderLine",
     "OrderRepository",
+    "OrderView",
     "Page",
     "PermissionDenied",
+    "ProductCard",
     "ProductRepository",
     "QueryCounter",
     "Repository",
@@ -84,6 +89,7 @@ __all__ = [
     "Unavailable",
     "UnitOfWork",
     "UnitOfWorkClosed",
+    "VariantLine",
     "VariantRepository",
     "any_of",
     "assert_max_queries",

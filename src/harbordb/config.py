@@ -34,12 +34,20 @@ class Settings:
     max_overflow: int = 10
     pool_recycle: float = 1800.0
     pool_timeout: float = 30.0
+    # A pooled connection idle longer than this is pinged on checkout (0: always).
+    pool_ping_after: float = 1.0
     # The N+1 detector's default for every unit of work: "raise", "warn" or None (off).
     nplusone: NPlusOneMode | None = None
 
     def __post_init__(self) -> None:
         check_pooler(self.pooler)
-        for name in ("pool_size", "max_overflow", "pool_recycle", "pool_timeout"):
+        for name in (
+            "pool_size",
+            "max_overflow",
+            "pool_recycle",
+            "pool_timeout",
+            "pool_ping_after",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.nplusone is not None:

@@ -7,6 +7,7 @@ server setting that PgBouncer rejects at connect time is sent.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack
@@ -108,23 +109,40 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.pool_timeout,
         **options,
     )
-    event.listen(engine.sync_engine.pool, "checkout", _ping)
+    ping = _Ping(settings.pool_ping_after)
+    event.listen(engine.sync_engine.pool, "checkin", ping.checkin)
+    event.listen(engine.sync_engine.pool, "checkout", ping.checkout)
     return engine
 
 
-def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    """Check a pooled connection on checkout: harbordb's `pool_pre_ping`.
+class _Ping:
+    """Check pooled connections on checkout: harbordb's `pool_pre_ping`.
 
     SQLAlchemy's own pre-ping for asyncpg costs four round trips (BEGIN, a
     prepare and an execute of ";" with the statement cache off, ROLLBACK). A
     simple-protocol ``SELECT 1`` costs one and is as safe behind a transaction
-    pooler (asyncpg 0.32 fails on the empty query ";" in that protocol). A dead connection raises `DisconnectionError`, on which the pool
+    pooler (asyncpg 0.32 fails on the empty simple query ";"). A connection
+    back in the pool for less than `after` seconds is taken to be alive and
+    not pinged. A dead one raises `DisconnectionError`, on which the pool
     discards it and checks out another (up to three times).
     """
-    try:
-        await_(dbapi_connection.driver_connection.execute("SELECT 1"))
-    except Exception as exc:
-        raise DisconnectionError("pooled connection failed its ping") from exc
+
+    _KEY = "harbordb.checked_in_at"
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+
+    def checkin(self, dbapi_connection: Any, record: Any) -> None:
+        record.info[self._KEY] = time.monotonic()
+
+    def checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        checked_in_at = record.info.get(self._KEY)
+        if checked_in_at is not None and time.monotonic() - checked_in_at < self.after:
+            return
+        try:
+            await_(dbapi_connection.driver_connection.execute("SELECT 1"))
+        except Exception as exc:
+            raise DisconnectionError("pooled connection failed its ping") from exc
 
 
 class Database:
@@ -155,6 +173,7 @@ class Database:
             "max_overflow",
             "pool_recycle",
             "pool_timeout",
+            "pool_ping_after",
         }
         if unknown:
             raise ConfigurationError(f"unknown Database option(s): {', '.join(sorted(unknown))}")

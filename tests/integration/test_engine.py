@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from harbordb import Database
 from harbordb.models import Customer
@@ -39,22 +41,41 @@ async def test_session_objects_stay_readable_after_commit(database: Database) ->
         await session.commit()
 
 
+async def _kill_pool_and_check_out(db: Database, migrated_url: str) -> tuple[set[int], int]:
+    """Fill a 2-connection pool, terminate its backends from outside, check out again."""
+    async with db.engine.connect() as first, db.engine.connect() as second:
+        old = {
+            await first.scalar(text("SELECT pg_backend_pid()")),
+            await second.scalar(text("SELECT pg_backend_pid()")),
+        }
+    async with Database(migrated_url) as admin, admin.engine.connect() as conn:
+        killed = await conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'harbordb-ping-test'"
+            )
+        )
+    assert killed == 2
+    async with db.engine.connect() as conn:
+        fresh = await conn.scalar(text("SELECT pg_backend_pid()"))
+    return old, fresh
+
+
 async def test_dead_pooled_connections_are_replaced_on_checkout(migrated_url: str) -> None:
     """A server restart or an idle-connection reaper must not fail the next request."""
-    async with Database(migrated_url, pool_size=2, application_name="harbordb-ping-test") as db:
-        async with db.engine.connect() as first, db.engine.connect() as second:
-            old = {
-                await first.scalar(text("SELECT pg_backend_pid()")),
-                await second.scalar(text("SELECT pg_backend_pid()")),
-            }
-        async with Database(migrated_url) as admin, admin.engine.connect() as conn:
-            killed = await conn.scalar(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = 'harbordb-ping-test'"
-                )
-            )
-        assert killed == 2
-        async with db.engine.connect() as conn:  # checks out a dead connection, pings, replaces
-            fresh = await conn.scalar(text("SELECT pg_backend_pid()"))
-        assert fresh not in old
+    db = Database(
+        migrated_url, pool_size=2, pool_ping_after=0, application_name="harbordb-ping-test"
+    )
+    async with db:
+        old, fresh = await _kill_pool_and_check_out(db, migrated_url)
+    assert fresh not in old
+
+
+async def test_recently_used_connections_are_not_pinged(migrated_url: str) -> None:
+    """Inside `pool_ping_after` the ping is skipped: a connection killed then surfaces."""
+    db = Database(
+        migrated_url, pool_size=2, pool_ping_after=3600, application_name="harbordb-ping-test"
+    )
+    async with db:
+        with pytest.raises(DBAPIError, match="connection"):
+            await _kill_pool_and_check_out(db, migrated_url)

@@ -93,6 +93,4 @@ async def test_location_is_the_innermost_awaiting_line(
     with count_queries(database) as queries:
         await _load_orders_in_a_helper(customers)
     expected_line = _load_orders_in_a_helper.__code__.co_firstlineno + 2
-    assert {load.location for load in queries.relationship_loads} == {
-        f"{__file__}:{expected_line}"
-    }
+    assert {load.location for load in queries.relationship_loads} == {f"{__file__}:{expected_line}"}
