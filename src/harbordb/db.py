@@ -75,6 +75,13 @@ def normalize_url(url: str | URL) -> URL:
     return parsed.set(drivername="postgresql+asyncpg", query=query)
 
 
+def asyncpg_dsn(url: str) -> str:
+    """A DSN for `asyncpg.connect`: the normalised URL without SQLAlchemy's options."""
+    parsed = normalize_url(url).set(drivername="postgresql")
+    parsed = parsed.difference_update_query(["prepared_statement_cache_size"])
+    return parsed.render_as_string(hide_password=False)
+
+
 def safe_url(url: URL) -> str:
     """The URL with its password masked, for logs and reprs."""
     return url.render_as_string(hide_password=True)

@@ -10,9 +10,7 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +19,23 @@ import pytest
 
 from harbordb.bench import peer
 from harbordb.bench.options import WORKLOAD_KEYS
-from harbordb.bench.servers import asyncpg_dsn, migrate
-from harbordb.db import normalize_url
+from harbordb.bench.servers import migrate
+from harbordb.db import asyncpg_dsn
 from harbordb.testing.cluster import PostgresCluster, find_pgbouncer
-from harbordb.testing.plugin import IN_CI
+from harbordb.testing.plugin import IN_CI, scratch_database
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@asynccontextmanager
-async def _scratch_database(cluster: PostgresCluster) -> AsyncIterator[str]:
-    """An empty database of its own: the bench fills the schema and empties it again."""
-    name = f"harbordb_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(asyncpg_dsn(cluster.admin_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield normalize_url(cluster.url).set(database=name).render_as_string(False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 @pytest.fixture
 async def bench_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
-    async with _scratch_database(pg_cluster) as url:
+    async with scratch_database(pg_cluster, "harbordb_bench") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 async def quick_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
-    async with _scratch_database(pg_cluster) as url:
+    async with scratch_database(pg_cluster, "harbordb_bench") as url:
         yield url
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -17,29 +15,14 @@ from sqlalchemy.pool import NullPool
 from harbordb.db import normalize_url
 from harbordb.models import Base
 from harbordb.testing.cluster import PostgresCluster
-from harbordb.testing.plugin import alembic_config
+from harbordb.testing.plugin import alembic_config, scratch_database
 
 
 @pytest.fixture
 async def scratch_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
     """A database of its own, so downgrading does not pull the schema from other tests."""
-    name = f"harbordb_migrations_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_dsn(pg_cluster.admin_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield normalize_url(pg_cluster.url).set(database=name).render_as_string(False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-def _dsn(url: str) -> str:
-    return (
-        normalize_url(url)
-        .set(drivername="postgresql")
-        .difference_update_query(["prepared_statement_cache_size"])
-        .render_as_string(hide_password=False)
-    )
+    async with scratch_database(pg_cluster, "harbordb_migrations") as url:
+        yield url
 
 
 async def _on_connection(url: str, action: object) -> object:

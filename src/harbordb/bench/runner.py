@@ -24,13 +24,12 @@ from harbordb.bench.results import SCHEMA, case_record, workload_record, write_j
 from harbordb.bench.servers import (
     BenchError,
     Target,
-    asyncpg_dsn,
     checkout_results_dir,
     open_target,
     pgbouncer_version,
 )
 from harbordb.bench.workloads import WORKLOADS
-from harbordb.db import Database
+from harbordb.db import Database, asyncpg_dsn
 
 
 def output_stem(options: BenchOptions) -> str:

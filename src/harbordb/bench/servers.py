@@ -87,13 +87,6 @@ def migrate(url: str) -> None:
     command.upgrade(config, "head")
 
 
-def asyncpg_dsn(url: str) -> str:
-    """A DSN for `asyncpg.connect`: the normalised URL without SQLAlchemy's options."""
-    parsed = normalize_url(url).set(drivername="postgresql")
-    parsed = parsed.difference_update_query(["prepared_statement_cache_size"])
-    return parsed.render_as_string(hide_password=False)
-
-
 def checkout_results_dir() -> Path:
     """benchmarks/results of the checkout we run from, else ./bench-results."""
     for folder in (Path.cwd(), *Path.cwd().parents):

@@ -23,16 +23,18 @@ Code that opens its own units of work needs committed rows instead:
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from harbordb.db import Database
+from harbordb.db import Database, asyncpg_dsn, normalize_url
 from harbordb.testing.cluster import (
     PgBouncer,
     PostgresCluster,
@@ -42,6 +44,19 @@ from harbordb.testing.cluster import (
 )
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@asynccontextmanager
+async def scratch_database(cluster: PostgresCluster, prefix: str) -> AsyncIterator[str]:
+    """The URL of a new empty database on `cluster`, dropped on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(asyncpg_dsn(cluster.admin_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield normalize_url(cluster.url).set(database=name).render_as_string(False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 def alembic_config(url: str, ini: Path | None = None) -> Config:
