@@ -5,27 +5,30 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 BENCH_ARGS ?=
+EXAMPLE := examples/harbor-commerce
+LINTED := src tests alembic benchmarks $(EXAMPLE)
 
 .PHONY: test bench lint clean
 
-# Reinstall when pyproject.toml changes; one stamp per extra.
-$(VENV)/.installed-%: pyproject.toml
+# harbordb (editable, with an extra), the worked example, and the bench's requirements.
+# Reinstalled when a project file changes; one stamp per extra.
+$(VENV)/.installed-%: pyproject.toml $(EXAMPLE)/pyproject.toml benchmarks/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$*]'
+	$(BIN)/python -m pip install --quiet -e '.[$*]' -e $(EXAMPLE) -r benchmarks/requirements.txt
 	touch $@
 
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests alembic
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-bench
-	$(BIN)/harbordb bench $(BENCH_ARGS)
+bench: $(VENV)/.installed-embedded
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests alembic
-	$(BIN)/ruff format --check src tests alembic
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 clean:

@@ -16,10 +16,10 @@ from alembic import context
 from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from harbor_commerce.models import Base
 from harbordb.config import migration_url
 from harbordb.db import normalize_url
 from harbordb.errors import ConfigurationError
-from harbordb.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -7,8 +7,10 @@ Nothing in harbordb builds an engine at import time: a service constructs
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from harbordb.errors import ConfigurationError
@@ -38,6 +40,10 @@ class Settings:
     pool_ping_after: float = 1.0
     # The N+1 detector's default for every unit of work: "raise", "warn" or None (off).
     nplusone: NPlusOneMode | None = None
+    # Public role names a unit of work may assume -> database roles (the allow-list).
+    roles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The setting row-level security policies read the JSON claims from.
+    claims_setting: str = "request.jwt.claims"
 
     def __post_init__(self) -> None:
         check_pooler(self.pooler)
@@ -52,15 +58,20 @@ class Settings:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.nplusone is not None:
             parse_nplusone_mode(self.nplusone)
+        object.__setattr__(self, "roles", MappingProxyType(check_roles(self.roles)))
+        check_claims_setting(self.claims_setting)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Read HARBORDB_DATABASE_URL (else DATABASE_URL), HARBORDB_POOLER, HARBORDB_NPLUSONE."""
+        """Read HARBORDB_DATABASE_URL (else DATABASE_URL), HARBORDB_POOLER, HARBORDB_NPLUSONE,
+        HARBORDB_ROLES (``public=database_role,...``) and HARBORDB_CLAIMS_SETTING."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {
             "database_url": env.get("HARBORDB_DATABASE_URL") or env.get("DATABASE_URL"),
             "pooler": env.get("HARBORDB_POOLER") or "none",
             "nplusone": parse_nplusone_mode(env.get("HARBORDB_NPLUSONE")),
+            "roles": parse_roles(env.get("HARBORDB_ROLES") or ""),
+            "claims_setting": env.get("HARBORDB_CLAIMS_SETTING") or "request.jwt.claims",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -70,6 +81,47 @@ def check_pooler(value: object) -> Pooler:
     if value not in POOLERS:
         raise ConfigurationError(f"pooler must be one of {', '.join(POOLERS)}; got {value!r}")
     return value
+
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]*"
+_CLAIMS_SETTING = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})+")
+
+
+def check_roles(roles: object) -> dict[str, str]:
+    """The roles mapping, checked: non-empty strings both sides."""
+    if not isinstance(roles, Mapping):
+        raise ConfigurationError("roles must map public role names to database role names")
+    checked: dict[str, str] = {}
+    for public, database in roles.items():
+        if not isinstance(public, str) or not public or not isinstance(database, str):
+            raise ConfigurationError("roles must map non-empty names to database role names")
+        if not database or "\x00" in database:
+            raise ConfigurationError(f"role {public!r}: the database role name is empty or invalid")
+        checked[public] = database
+    return checked
+
+
+def parse_roles(text: str) -> dict[str, str]:
+    """``"reader=blog_reader, writer=blog_writer"`` -> a roles mapping (HARBORDB_ROLES)."""
+    roles: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        public, sep, database = (side.strip() for side in item.partition("="))
+        if not sep or not public or not database:
+            raise ConfigurationError(
+                "HARBORDB_ROLES must read public=database_role[,public=database_role...]"
+            )
+        roles[public] = database
+    return roles
+
+
+def check_claims_setting(name: object) -> str:
+    """A custom setting name PostgreSQL accepts for `set_config`: ``prefix.name``."""
+    if not isinstance(name, str) or not _CLAIMS_SETTING.fullmatch(name):
+        raise ConfigurationError(
+            f"claims_setting must be a dotted custom setting name such as 'request.jwt.claims', "
+            f"got {name!r}"
+        )
+    return name
 
 
 def migration_url(environ: Mapping[str, str] | None = None) -> str | None:

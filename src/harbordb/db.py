@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar, Unpack
+from typing import Any, Generic, Literal, Self, TypeVar, Unpack, overload
 
 from sqlalchemy import URL, event, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 from sqlalchemy.util import await_
+from typing_extensions import TypeVar as DefaultTypeVar
 
 from harbordb.config import Pooler, Settings, check_pooler
 from harbordb.errors import ConfigurationError
@@ -31,6 +32,7 @@ from harbordb.retry import run_with_retries
 from harbordb.uow import Duration, IsolationLevel, UnitOfWork, UnitOfWorkOptions
 
 T = TypeVar("T")
+UoWT = DefaultTypeVar("UoWT", bound=UnitOfWork, default=UnitOfWork)
 
 _SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg"}
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -152,28 +154,80 @@ class _Ping:
             raise DisconnectionError("pooled connection failed its ping") from exc
 
 
-class Database:
+class Database(Generic[UoWT]):
     """Owns one engine and its session factory; use as an async context manager.
 
-    >>> async with Database("postgresql://app@db/harbor") as db:
-    ...     async with db.session() as session: ...
+    >>> async with Database("postgresql://app@db/blog", unit_of_work=BlogWork) as db:
+    ...     async with db.unit_of_work() as uow: ...   # a BlogWork
+
+    - `unit_of_work`: the `UnitOfWork` subclass `unit_of_work()` and `run()`
+      build (the base class by default); `Database` is generic in it.
+    - `roles`: public role name -> database role, the only roles a unit of
+      work may assume (``unit_of_work(role="reader")``). harbordb creates no
+      roles: the service's migrations do.
+    - `claims_setting`: the setting row-level security policies read the
+      JSON claims from (default ``request.jwt.claims``).
+    - `pooler`, `application_name`, pool_*: see `Settings`.
 
     Arguments win over the environment (`Settings.from_env`), read once here.
     """
+
+    @overload
+    def __init__(
+        self: Database[UnitOfWork],
+        url: str | None = None,
+        *,
+        unit_of_work: None = None,
+        pooler: Pooler | None = None,
+        roles: Mapping[str, str] | None = None,
+        claims_setting: str | None = None,
+        settings: Settings | None = None,
+        environ: Mapping[str, str] | None = None,
+        **pool_options: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        unit_of_work: type[UoWT],
+        pooler: Pooler | None = None,
+        roles: Mapping[str, str] | None = None,
+        claims_setting: str | None = None,
+        settings: Settings | None = None,
+        environ: Mapping[str, str] | None = None,
+        **pool_options: Any,
+    ) -> None: ...
 
     def __init__(
         self,
         url: str | None = None,
         *,
+        unit_of_work: type[UoWT] | None = None,
         pooler: Pooler | None = None,
+        roles: Mapping[str, str] | None = None,
+        claims_setting: str | None = None,
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
         **pool_options: Any,
     ) -> None:
         if pooler is not None:
             check_pooler(pooler)
+        cls = UnitOfWork if unit_of_work is None else unit_of_work
+        if not (isinstance(cls, type) and issubclass(cls, UnitOfWork)):
+            raise ConfigurationError(
+                f"unit_of_work must be UnitOfWork or a subclass of it, got {cls!r}"
+            )
+        self._unit_of_work_class: type[UoWT] = cls  # type: ignore[assignment]
         base = settings or Settings.from_env(environ)
-        overrides = {"database_url": url, "pooler": pooler, **pool_options}
+        overrides = {
+            "database_url": url,
+            "pooler": pooler,
+            "roles": roles,
+            "claims_setting": claims_setting,
+            **pool_options,
+        }
         unknown = set(pool_options) - {
             "application_name",
             "pool_size",
@@ -207,15 +261,17 @@ class Database:
         role: str | None = None,
         nplusone: NPlusOneMode | Literal["off"] | None = None,
         connection: AsyncConnection | None = None,
-    ) -> UnitOfWork:
-        """A `UnitOfWork`: one session and one transaction, committed only on request.
+    ) -> UoWT:
+        """A unit of work (of the `unit_of_work` class): one session and one transaction,
+        committed only on request.
 
         - `read_only`: the transaction is READ ONLY.
         - `statement_timeout`, `lock_timeout`: seconds or a timedelta, set LOCAL.
         - `isolation_level`: "READ COMMITTED" (the server default), "REPEATABLE
           READ" or "SERIALIZABLE".
-        - `role`: "anon" or "authenticated" (see `harbordb.uow.ROLES`), and
-          `claims`: the JWT payload row-level security reads (``sub``: customer id).
+        - `role`: a public name from `roles` (the database role is assumed with
+          SET LOCAL ROLE), and `claims`: the JWT payload row-level security
+          reads, as JSON in `claims_setting`.
         - `nplusone`: "raise", "warn" or "off"; None takes `Settings.nplusone`.
         - `connection`: join this connection's open transaction (tests): the unit of
           work runs in a SAVEPOINT, and its `commit()` releases the savepoint.
@@ -234,7 +290,7 @@ class Database:
             session = AsyncSession(
                 bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
             )
-        return UnitOfWork(
+        return self._unit_of_work_class(
             session,
             read_only=read_only,
             statement_timeout=statement_timeout,
@@ -243,11 +299,13 @@ class Database:
             claims=claims,
             role=role,
             nplusone=None if nplusone == "off" else nplusone,
+            roles=self.settings.roles,
+            claims_setting=self.settings.claims_setting,
         )
 
     async def run(
         self,
-        fn: Callable[[UnitOfWork], Awaitable[T]],
+        fn: Callable[[UoWT], Awaitable[T]],
         /,
         *,
         retries: int = 3,
@@ -260,12 +318,16 @@ class Database:
         exponential backoff (`harbordb.retry`). Other errors propagate at once.
         `options` are those of `unit_of_work`.
         """
-        return await run_with_retries(lambda: self.unit_of_work(**options), fn, retries=retries)
+
+        def open_unit_of_work() -> UoWT:
+            return self.unit_of_work(**options)
+
+        return await run_with_retries(open_unit_of_work, fn, retries=retries)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
-    async def __aenter__(self) -> Database:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

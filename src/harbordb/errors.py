@@ -23,7 +23,7 @@
 
 The inventory's refusals (`InsufficientStock`, `ReservationExpired`,
 `CheckoutFailed`) are HarborErrors defined with their domain in
-`harbordb.inventory`.
+`harbor_commerce.inventory`.
 
 Database errors are translated from the SQLSTATE the server sent, never from
 message text. The driver's exception is chained as ``__cause__``. Messages

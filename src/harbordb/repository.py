@@ -90,7 +90,6 @@ from sqlalchemy.sql.schema import (
 )
 
 from harbordb.errors import ConfigurationError, NotFound, translating
-from harbordb.models import Base
 from harbordb.pagination import (
     OffsetPage,
     Page,
@@ -103,7 +102,7 @@ from harbordb.pagination import (
     rows_after,
 )
 
-ModelT = TypeVar("ModelT", bound=Base)
+ModelT = TypeVar("ModelT")
 
 LoadPlan = Sequence[str | ExecutableOption]
 """Relationship paths such as ``"items.variant.product"``, or loader options."""

@@ -19,13 +19,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 from harbordb.errors import ConfigurationError, Retryable
 from harbordb.uow import UnitOfWork
 
 T = TypeVar("T")
+UoWT = TypeVar("UoWT", bound=UnitOfWork)
 
 BASE_DELAY = 0.02  # seconds: the cap of the first backoff
 MAX_DELAY = 1.0  # seconds: the cap no backoff exceeds
@@ -39,8 +39,8 @@ def backoff_delay(attempt: int, *, base: float = BASE_DELAY, cap: float = MAX_DE
 
 
 async def run_with_retries(
-    open_unit_of_work: Callable[[], AbstractAsyncContextManager[UnitOfWork]],
-    fn: Callable[[UnitOfWork], Awaitable[T]],
+    open_unit_of_work: Callable[[], UoWT],
+    fn: Callable[[UoWT], Awaitable[T]],
     *,
     retries: int,
 ) -> T:
@@ -54,7 +54,7 @@ async def run_with_retries(
         raise ConfigurationError("retries must be a whole number >= 0")
     attempt = 0
     while True:
-        uow: UnitOfWork | None = None
+        uow: UoWT | None = None
         try:
             async with open_unit_of_work() as uow:
                 result = await fn(uow)

@@ -1,10 +1,18 @@
 """The unit of work: one session, one transaction, committed only on request.
 
     async with db.unit_of_work() as uow:
-        order = await uow.orders.get(order_id)
+        order = await uow.repository(OrderRepository).get(order_id)
         ...
         uow.after_commit(lambda: cache.forget(order_id))
         await uow.commit()
+
+A service subclasses `UnitOfWork` to name its repositories, and passes the
+class to `Database(unit_of_work=...)`:
+
+    class BlogWork(UnitOfWork):
+        @property
+        def authors(self) -> AuthorRepository:
+            return self.repository(AuthorRepository)
 
 Leaving the block without `commit()` rolls back, and so does an exception or
 a cancellation. After `commit()` the unit of work is finished: touching it
@@ -28,7 +36,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, TypedDict, TypeVar, get_args
+from typing import Any, Literal, Self, TypedDict, TypeVar, get_args
 
 import anyio
 from sqlalchemy import TextClause, text
@@ -37,30 +45,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from harbordb.errors import (
     AfterCommitError,
     ConfigurationError,
+    DatabaseError,
+    HarborError,
+    PermissionDenied,
     UnitOfWorkClosed,
     is_driver_error,
     translate,
     translating,
 )
 from harbordb.nplusone import NPlusOneDetector, NPlusOneMode
-from harbordb.repositories import (
-    CustomerRepository,
-    OrderRepository,
-    ProductRepository,
-    ReservationRepository,
-    VariantRepository,
-)
 from harbordb.repository import Repository
 
 IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 Duration = float | timedelta
 AfterCommitCallback = Callable[[], object]
-
-# Public role names a unit of work may assume, and the database roles they are
-# (created by migration 0002). Nothing outside this mapping reaches the server.
-ROLES: Mapping[str, str] = MappingProxyType(
-    {"anon": "harbordb_anon", "authenticated": "harbordb_authenticated"}
-)
 
 # Seconds a rollback and close may take once the unit of work is being cancelled.
 CLEANUP_TIMEOUT = 10.0
@@ -68,8 +66,11 @@ CLEANUP_TIMEOUT = 10.0
 # PostgreSQL's timeouts are a 32-bit number of milliseconds.
 _MAX_TIMEOUT_MS = 2**31 - 1
 
-# The setting the row-level security policies read (see migration 0002).
+# The setting row-level security policies read the claims from, unless the
+# service names another (`Database(claims_setting=...)`): PostgREST's name.
 CLAIMS_SETTING = "request.jwt.claims"
+
+_NO_ROLES: Mapping[str, str] = MappingProxyType({})
 
 RepoT = TypeVar("RepoT", bound=Repository[Any])
 
@@ -89,9 +90,11 @@ class UnitOfWorkOptions(TypedDict, total=False):
 class UnitOfWork:
     """One `AsyncSession` and one transaction; use as an async context manager.
 
-    Build it with `Database.unit_of_work`. Constructed directly, it drives the
-    given session, and closes it at the end. All options are checked here,
-    before any SQL is sent.
+    Build it with `Database.unit_of_work`, which passes the service's `roles`
+    (public name -> database role: the only roles a unit of work may assume)
+    and `claims_setting`. Constructed directly, it drives the given session,
+    and closes it at the end. All options are checked here, before any SQL
+    is sent. Subclasses add repository properties with `repository`.
     """
 
     def __init__(
@@ -105,6 +108,8 @@ class UnitOfWork:
         claims: Mapping[str, Any] | None = None,
         role: str | None = None,
         nplusone: NPlusOneMode | None = None,
+        roles: Mapping[str, str] = _NO_ROLES,
+        claims_setting: str = CLAIMS_SETTING,
     ) -> None:
         if isolation_level is not None and isolation_level not in get_args(IsolationLevel):
             raise ConfigurationError(
@@ -118,7 +123,10 @@ class UnitOfWork:
             lock_timeout=lock_timeout,
             claims=claims,
             role=role,
+            roles=roles,
+            claims_setting=claims_setting,
         )
+        self._role = role
         self._detector = NPlusOneDetector(nplusone) if nplusone is not None else None
         self._state: Literal["new", "open", "committed", "closed"] = "new"
         self._callbacks: list[AfterCommitCallback] = []
@@ -126,7 +134,7 @@ class UnitOfWork:
 
     # -- lifecycle -------------------------------------------------------
 
-    async def __aenter__(self) -> UnitOfWork:
+    async def __aenter__(self) -> Self:
         if self._state != "new":
             raise UnitOfWorkClosed("a unit of work can be entered only once")
         self._state = "open"
@@ -141,6 +149,12 @@ class UnitOfWork:
                 if self._settings:
                     statement, params = _setup_statement(self._settings)
                     await self._session.execute(statement, params)
+        except DatabaseError as exc:
+            await self._finish()
+            refused = _role_error(exc, self._role, self._settings.get("role"))
+            if refused is None:
+                raise
+            raise refused from exc
         except BaseException:
             await self._finish()
             raise
@@ -266,35 +280,19 @@ class UnitOfWork:
 
     # -- repositories -----------------------------------------------------
 
-    def _repository(self, cls: type[RepoT]) -> RepoT:
+    def repository(self, cls: type[RepoT]) -> RepoT:
+        """The unit of work's instance of repository `cls` (one per class, on its session).
+
+        Raises `UnitOfWorkClosed` outside the ``async with`` block.
+        """
         session = self.session
         repository = self._repositories.get(cls)
         if repository is None:
             repository = self._repositories[cls] = cls(session)
         return repository
 
-    @property
-    def customers(self) -> CustomerRepository:
-        return self._repository(CustomerRepository)
-
-    @property
-    def products(self) -> ProductRepository:
-        return self._repository(ProductRepository)
-
-    @property
-    def variants(self) -> VariantRepository:
-        return self._repository(VariantRepository)
-
-    @property
-    def orders(self) -> OrderRepository:
-        return self._repository(OrderRepository)
-
-    @property
-    def reservations(self) -> ReservationRepository:
-        return self._repository(ReservationRepository)
-
     def __repr__(self) -> str:
-        return f"<UnitOfWork {self._state}>"
+        return f"<{type(self).__name__} {self._state}>"
 
 
 def _closed_message(state: str) -> str:
@@ -312,6 +310,8 @@ def _transaction_settings(
     lock_timeout: Duration | None,
     claims: Mapping[str, Any] | None,
     role: str | None,
+    roles: Mapping[str, str],
+    claims_setting: str,
 ) -> dict[str, str]:
     """Validate the options; return the settings to apply, name -> value."""
     settings: dict[str, str] = {}
@@ -325,19 +325,40 @@ def _transaction_settings(
     if lock_timeout is not None:
         settings["lock_timeout"] = f"{_milliseconds('lock_timeout', lock_timeout)}ms"
     if role is not None:
-        if role not in ROLES:
-            raise ConfigurationError(
-                f"unknown role {role!r}: a unit of work may assume {', '.join(sorted(ROLES))}"
-            )
-        settings["role"] = ROLES[role]
+        if role not in roles:
+            allowed = ", ".join(sorted(roles)) or "none: configure Database(roles={...})"
+            raise ConfigurationError(f"unknown role {role!r}: a unit of work may assume {allowed}")
+        settings["role"] = roles[role]
     if claims is not None:
         if not isinstance(claims, Mapping):
             raise ConfigurationError("claims must be a mapping (the decoded JWT payload)")
         try:
-            settings[CLAIMS_SETTING] = json.dumps(dict(claims), separators=(",", ":"))
+            settings[claims_setting] = json.dumps(dict(claims), separators=(",", ":"))
         except (TypeError, ValueError):
             raise ConfigurationError("claims must be JSON-serialisable") from None
     return settings
+
+
+def _role_error(
+    error: DatabaseError, role: str | None, database_role: str | None
+) -> HarborError | None:
+    """The error naming the public role when the server refused to assume it, else None.
+
+    22023 (invalid value for "role"): the database role does not exist; 42501:
+    the connecting user may not assume it (it is not a member of it).
+    """
+    if role is None or error.sqlstate not in ("22023", "42501"):
+        return None
+    if error.sqlstate == "22023":
+        return ConfigurationError(
+            f"role {role!r} maps to database role {database_role!r}, which the server "
+            "does not have: create it in a migration, or fix Database(roles=...)"
+        )
+    return PermissionDenied(
+        f"role {role!r}: the connecting user may not assume database role "
+        f"{database_role!r} (GRANT {database_role} TO <the service's user>)",
+        sqlstate=error.sqlstate,
+    )
 
 
 def _milliseconds(name: str, value: Duration) -> int:

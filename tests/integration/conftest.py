@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from harbor_commerce.seed import delete_seeded
 from harbordb import Database
 from harbordb.testing.cluster import PgBouncer
 from harbordb.testing.plugin import rolled_back_connection, savepoint_session
-from harbordb.testing.seed import delete_seeded
 
 DIRECT_AND_POOLED = ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)]
 
@@ -27,16 +28,18 @@ def db(request: pytest.FixtureRequest) -> Database:
 
 @pytest.fixture(params=DIRECT_AND_POOLED)
 async def one_connection_db(
-    request: pytest.FixtureRequest, migrated_url: str
+    request: pytest.FixtureRequest, migrated_url: str, harbordb_database_options: dict[str, Any]
 ) -> AsyncIterator[Database]:
     """A `Database` of its own: direct with a single pooled connection (so a broken
     connection, or settings that outlived their transaction, would be handed to the
     next unit of work), or through PgBouncer."""
     if request.param == "direct":
-        database = Database(migrated_url, pooler="none", pool_size=1, max_overflow=0)
+        database = Database(
+            migrated_url, pooler="none", pool_size=1, max_overflow=0, **harbordb_database_options
+        )
     else:
         bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
-        database = Database(bouncer.url, pooler="external")
+        database = Database(bouncer.url, pooler="external", **harbordb_database_options)
     async with database:
         yield database
 
@@ -44,7 +47,7 @@ async def one_connection_db(
 @pytest.fixture(autouse=True)
 def _delete_seeded_rows(request: pytest.FixtureRequest) -> None:
     """Modules whose code under test commits seed their rows under a module-level
-    ``SEED_PREFIX`` (`harbordb.testing.seed`): those rows are deleted after each test,
+    ``SEED_PREFIX`` (`harbor_commerce.seed`): those rows are deleted after each test,
     as other tests expect empty tables. (Sync, so that it may request an async fixture.)"""
     if hasattr(request.module, "SEED_PREFIX"):
         request.getfixturevalue("_seeded_rows")

@@ -17,8 +17,8 @@ from sqlalchemy import Enum, bindparam, column, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from harbor_commerce.models import ReservationStatus
 from harbordb import Database
-from harbordb.models import ReservationStatus
 
 STATUS = Enum(
     ReservationStatus, name="reservation_status", values_callable=lambda e: [m.value for m in e]

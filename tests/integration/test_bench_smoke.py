@@ -1,4 +1,4 @@
-"""The benchmark's smoke run: `python -m harbordb.bench --quick` against the test cluster.
+"""The benchmark's smoke run: `python -m benchmarks --quick` against the test cluster.
 
 Asserts what the results must show, never how fast anything was.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from benchmarks import peer
+from benchmarks.options import WORKLOAD_KEYS
+from benchmarks.servers import migrate
 
-from harbordb.bench import peer
-from harbordb.bench.options import WORKLOAD_KEYS
-from harbordb.bench.servers import migrate
 from harbordb.db import asyncpg_dsn
 from harbordb.testing.cluster import PostgresCluster, find_pgbouncer
 from harbordb.testing.plugin import IN_CI, scratch_database
@@ -42,7 +42,7 @@ async def quick_url(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "160"}
     return subprocess.run(
-        [sys.executable, "-m", "harbordb.bench", *args],
+        [sys.executable, "-m", "benchmarks", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
 

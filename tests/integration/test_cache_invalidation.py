@@ -7,12 +7,12 @@ from collections.abc import Collection
 import pytest
 from sqlalchemy import text, update
 
+from harbor_commerce.cache import CatalogCache, MemoryCache
+from harbor_commerce.inventory import InsufficientStock, Inventory
+from harbor_commerce.models import StockReservation
+from harbor_commerce.seed import new_order_ref, seed_customer, seed_product
 from harbordb import Database
-from harbordb.cache import CatalogCache, MemoryCache
 from harbordb.errors import AfterCommitError
-from harbordb.inventory import InsufficientStock, Inventory
-from harbordb.models import StockReservation
-from harbordb.testing.seed import new_order_ref, seed_customer, seed_product
 from harbordb.uow import UnitOfWork
 
 SEED_PREFIX = "cache"  # these tests commit: conftest.py deletes rows seeded under it

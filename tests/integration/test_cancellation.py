@@ -16,8 +16,8 @@ import anyio
 import pytest
 from sqlalchemy import func, select, text
 
+from harbor_commerce.models import Customer
 from harbordb import Database
-from harbordb.models import Customer
 
 HOW = ["task.cancel", "anyio cancel scope"]
 

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+from harbor_commerce.models import Customer
 from harbordb import Database
-from harbordb.models import Customer
 
 
 async def test_no_prepared_statement_outlives_its_execution(database: Database) -> None:

@@ -18,6 +18,8 @@ import sqlalchemy.exc
 from sqlalchemy import Update, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from harbor_commerce.models import Customer, Order, Product, Variant
+from harbor_commerce.seed import delete_seeded, seed_product
 from harbordb import Database
 from harbordb.errors import (
     CheckViolation,
@@ -31,8 +33,6 @@ from harbordb.errors import (
     translate,
     translating,
 )
-from harbordb.models import Customer, Order, Product, Variant
-from harbordb.testing.seed import delete_seeded, seed_product
 
 
 def _secret() -> str:

@@ -12,16 +12,16 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, text, update
 
-from harbordb import Database, NotFound, count_queries
-from harbordb.inventory import (
+from harbor_commerce.inventory import (
     MAX_TTL,
     CheckoutFailed,
     InsufficientStock,
     Inventory,
     ReservationExpired,
 )
-from harbordb.models import ReservationStatus, StockReservation, Variant
-from harbordb.testing.seed import new_order_ref, seed_customer, seed_product
+from harbor_commerce.models import ReservationStatus, StockReservation, Variant
+from harbor_commerce.seed import new_order_ref, seed_customer, seed_product
+from harbordb import Database, NotFound, count_queries
 
 SEED_PREFIX = "inv"  # these tests commit: conftest.py deletes rows seeded under it
 

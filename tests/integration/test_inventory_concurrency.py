@@ -16,10 +16,10 @@ import anyio.lowlevel
 import pytest
 from sqlalchemy import case, func, select, text, update
 
+from harbor_commerce.inventory import InsufficientStock, Inventory, Reservation, ReservationExpired
+from harbor_commerce.models import OrderItem, ReservationStatus, StockReservation, Variant
+from harbor_commerce.seed import new_order_ref, seed_customer, seed_product
 from harbordb import Database, NotFound, count_queries
-from harbordb.inventory import InsufficientStock, Inventory, Reservation, ReservationExpired
-from harbordb.models import OrderItem, ReservationStatus, StockReservation, Variant
-from harbordb.testing.seed import new_order_ref, seed_customer, seed_product
 
 SEED_PREFIX = "conc"  # these tests commit: conftest.py deletes rows seeded under it
 

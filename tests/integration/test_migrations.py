@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -12,10 +13,12 @@ from sqlalchemy import CheckConstraint, Column, Connection, Integer, Table, insp
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from harbor_commerce.models import Base
 from harbordb.db import normalize_url
-from harbordb.models import Base
 from harbordb.testing.cluster import PostgresCluster
 from harbordb.testing.plugin import alembic_config, scratch_database
+
+HARBOR_ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 
 @pytest.fixture
@@ -34,7 +37,7 @@ async def _on_connection(url: str, action: object) -> object:
         async with engine.begin() as connection:
 
             def run(sync_connection: Connection) -> object:
-                config: Config = alembic_config(url)
+                config: Config = alembic_config(url, HARBOR_ALEMBIC_INI)
                 config.attributes["connection"] = sync_connection
                 return action(config, sync_connection)  # type: ignore[operator]
 

@@ -9,7 +9,7 @@ from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from harbordb.models import (
+from harbor_commerce.models import (
     Base,
     Customer,
     Order,

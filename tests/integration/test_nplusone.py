@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import lazyload, selectinload
 from sqlalchemy.sql.base import ExecutableOption
 
+from harbor_commerce.models import Customer, Order, OrderItem, Product, Variant
 from harbordb import Database, count_queries
 from harbordb.errors import ConfigurationError, LazyLoadDetected, NPlusOneWarning
-from harbordb.models import Customer, Order, OrderItem, Product, Variant
 from harbordb.nplusone import parse_nplusone_mode
 
 

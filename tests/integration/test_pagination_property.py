@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from harbor_commerce.models import Product, Variant
+from harbor_commerce.repositories import VariantRepository
 from harbordb import Database
 from harbordb.errors import InvalidCursor
-from harbordb.models import Product, Variant
-from harbordb.repositories import VariantRepository
 
 EXAMPLES = settings(
     max_examples=30,

@@ -7,8 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload, selectinload
 
+from harbor_commerce.models import Customer, Order
 from harbordb import Database, assert_max_queries, count_queries
-from harbordb.models import Customer, Order
 
 
 async def seed(session: AsyncSession, customers: int) -> None:

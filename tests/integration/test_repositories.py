@@ -9,9 +9,7 @@ import pytest
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from harbordb import Database, count_queries
-from harbordb.errors import CheckViolation, NotFound
-from harbordb.models import (
+from harbor_commerce.models import (
     Customer,
     Order,
     OrderItem,
@@ -21,7 +19,7 @@ from harbordb.models import (
     Tag,
     Variant,
 )
-from harbordb.repositories import (
+from harbor_commerce.repositories import (
     CustomerRepository,
     OrderRepository,
     ProductRepository,
@@ -29,6 +27,8 @@ from harbordb.repositories import (
     TagRepository,
     VariantRepository,
 )
+from harbordb import Database, count_queries
+from harbordb.errors import CheckViolation, NotFound
 
 
 def marker() -> str:

@@ -16,6 +16,13 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from harbor_commerce.models import Customer, Order, OrderItem, Product, Tag, Variant
+from harbor_commerce.repositories import (
+    CustomerRepository,
+    OrderRepository,
+    ProductRepository,
+    VariantRepository,
+)
 from harbordb import Database, count_queries
 from harbordb.errors import (
     CheckViolation,
@@ -24,13 +31,6 @@ from harbordb.errors import (
     ForeignKeyViolation,
     InvalidCursor,
     NotFound,
-)
-from harbordb.models import Customer, Order, OrderItem, Product, Tag, Variant
-from harbordb.repositories import (
-    CustomerRepository,
-    OrderRepository,
-    ProductRepository,
-    VariantRepository,
 )
 from harbordb.repository import Repository, any_of, contains, escape_like
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import func, insert, select, update
 
+from harbor_commerce.models import Customer, Variant
+from harbor_commerce.seed import delete_seeded, seed_product
 from harbordb import Database, count_queries
 from harbordb.errors import ConfigurationError, Conflict, DatabaseError, Retryable
-from harbordb.models import Customer, Variant
 from harbordb.retry import BASE_DELAY, MAX_DELAY, backoff_delay
-from harbordb.testing.seed import delete_seeded, seed_product
 from harbordb.uow import UnitOfWork
 
 

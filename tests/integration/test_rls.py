@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,13 +24,15 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from harbor_commerce.models import Customer, Order, OrderItem, Product, StockReservation, Variant
 from harbordb import Database, count_queries
 from harbordb.db import normalize_url
 from harbordb.errors import ConfigurationError, PermissionDenied
-from harbordb.models import Customer, Order, OrderItem, Product, StockReservation, Variant
 from harbordb.testing.cluster import PostgresCluster
 from harbordb.testing.plugin import alembic_config
 from harbordb.uow import UnitOfWork
+
+HARBOR_ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 
 @dataclass
@@ -354,7 +357,7 @@ async def test_migration_0002_upgrades_downgrades_and_upgrades_again(
     scratch_url: str, migrated_url: str
 ) -> None:
     """`migrated_url`: another database using the roles, so the downgrade must keep them."""
-    config = alembic_config(scratch_url)
+    config = alembic_config(scratch_url, HARBOR_ALEMBIC_INI)
 
     await anyio.to_thread.run_sync(command.upgrade, config, "head")
     up = await _security(scratch_url)

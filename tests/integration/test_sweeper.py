@@ -15,11 +15,11 @@ import anyio
 import pytest
 from sqlalchemy import func, select, text, update
 
+from harbor_commerce.inventory import Inventory
+from harbor_commerce.models import ReservationStatus, StockReservation, Variant
+from harbor_commerce.seed import seed_product
+from harbor_commerce.sweeper import run_sweeper, sweep_once
 from harbordb import Database
-from harbordb.inventory import Inventory
-from harbordb.models import ReservationStatus, StockReservation, Variant
-from harbordb.sweeper import run_sweeper, sweep_once
-from harbordb.testing.seed import seed_product
 
 SEED_PREFIX = "sweep"  # these tests commit: conftest.py deletes rows seeded under it
 
@@ -180,7 +180,7 @@ async def test_a_timed_out_round_is_logged_and_retried(
         await blocker.session.execute(
             update(Variant).where(Variant.id == variant_ids[0]).values(name="locked")
         )
-        with caplog.at_level(logging.WARNING, logger="harbordb.sweeper"):
+        with caplog.at_level(logging.WARNING, logger="harbor_commerce.sweeper"):
             assert await sweep_once(inventory, batch_size=100) == 0
         assert "sweep failed (Timeout)" in caplog.text
         assert await statuses(database, prefix) == {ReservationStatus.ACTIVE: 5}
@@ -206,7 +206,7 @@ async def test_sweeper_checks_its_arguments(
 
 # -- harbordb sweep -----------------------------------------------------------------
 
-CLI = [sys.executable, "-c", "import sys; from harbordb.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from harbor_commerce.cli import main; sys.exit(main())"]
 
 
 def cli_env(url: str) -> dict[str, str]:

@@ -12,6 +12,14 @@ import sqlalchemy.exc
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from harbor_commerce.models import Customer
+from harbor_commerce.repositories import (
+    CustomerRepository,
+    OrderRepository,
+    ProductRepository,
+    ReservationRepository,
+    VariantRepository,
+)
 from harbordb import Database, count_queries
 from harbordb.errors import (
     AfterCommitError,
@@ -19,14 +27,6 @@ from harbordb.errors import (
     Conflict,
     DatabaseError,
     UnitOfWorkClosed,
-)
-from harbordb.models import Customer
-from harbordb.repositories import (
-    CustomerRepository,
-    OrderRepository,
-    ProductRepository,
-    ReservationRepository,
-    VariantRepository,
 )
 from harbordb.uow import UnitOfWork
 

@@ -16,9 +16,9 @@ import anyio.lowlevel
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from harbor_commerce.models import Customer, Product, Variant
+from harbor_commerce.repositories import CustomerRepository, ProductRepository, VariantRepository
 from harbordb import Database
-from harbordb.models import Customer, Product, Variant
-from harbordb.repositories import CustomerRepository, ProductRepository, VariantRepository
 
 TASKS = 50
 

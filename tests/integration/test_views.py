@@ -1,4 +1,4 @@
-"""Read models (`harbordb.readmodels`) against PostgreSQL, directly and through PgBouncer.
+"""Read models (`harbor_commerce.readmodels`) against PostgreSQL, directly and through PgBouncer.
 
 Each read model must hold exactly what the ORM path returns for the same rows,
 in the same number of statements whatever the number of parents.
@@ -14,18 +14,18 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from harbordb import Database, count_queries
-from harbordb.errors import InvalidCursor, NotFound
-from harbordb.models import Customer, Order, OrderItem, OrderStatus, Product, Tag, Variant
-from harbordb.readmodels import (
+from harbor_commerce.models import Customer, Order, OrderItem, OrderStatus, Product, Tag, Variant
+from harbor_commerce.readmodels import (
     CustomerHistory,
     OrderLine,
     OrderView,
     ProductCard,
     VariantLine,
 )
-from harbordb.repositories import CustomerRepository, ProductRepository
-from harbordb.testing.seed import new_order_ref, seed_customer, seed_product
+from harbor_commerce.repositories import CustomerRepository, ProductRepository
+from harbor_commerce.seed import new_order_ref, seed_customer, seed_product
+from harbordb import Database, count_queries
+from harbordb.errors import InvalidCursor, NotFound
 
 SEED_PREFIX = "views"  # one test commits: conftest.py deletes rows seeded under it
 

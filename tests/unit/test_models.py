@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import RelationshipProperty, configure_mappers
 
-from harbordb.models import Base
+from harbor_commerce.models import Base
 
 
 def all_relationships() -> list[RelationshipProperty[object]]:

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Column, Date, MetaData, Numeric, Table, Uuid
 from sqlalchemy.dialects import postgresql
 
+from harbor_commerce.models import Order, OrderStatus, Product, Variant
 from harbordb.errors import InvalidCursor
-from harbordb.models import Order, OrderStatus, Product, Variant
 from harbordb.pagination import (
     MAX_CURSOR_LENGTH,
     Page,

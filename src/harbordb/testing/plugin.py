@@ -17,7 +17,7 @@ Enable with ``pytest_plugins = ["harbordb.testing.plugin"]`` in a conftest.
 `rolled_back_connection` and `savepoint_session` build these two for any
 `Database`, e.g. a fixture of your own that runs direct and through PgBouncer.
 Code that opens its own units of work needs committed rows instead:
-`harbordb.testing.seed` seeds them under a prefix and deletes them.
+`harbor_commerce.seed` seeds them under a prefix and deletes them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -59,13 +60,47 @@ async def scratch_database(cluster: PostgresCluster, prefix: str) -> AsyncIterat
         await admin.close()
 
 
-def alembic_config(url: str, ini: Path | None = None) -> Config:
-    """Alembic config for `url` (``HARBORDB_ALEMBIC_INI``, else ./alembic.ini)."""
-    path = ini or Path(os.environ.get("HARBORDB_ALEMBIC_INI", "alembic.ini"))
-    config = Config(str(path))
+def alembic_config(url: str, ini: str | Path) -> Config:
+    """The Alembic config of `ini`, pointed at `url`, leaving logging alone."""
+    config = Config(str(ini))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["configure_logging"] = False
     return config
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "harbordb_alembic_ini",
+        type="linelist",
+        help="harbordb: the alembic.ini file(s) whose head is the test schema, relative to "
+        "the rootdir, upgraded in order",
+    )
+    parser.addoption(
+        "--harbordb-alembic-ini",
+        action="append",
+        metavar="PATH",
+        help="harbordb: an alembic.ini whose head is the test schema (repeatable; overrides "
+        "the ini option and HARBORDB_ALEMBIC_INI)",
+    )
+
+
+def alembic_inis(config: pytest.Config) -> list[Path]:
+    """The configured alembic.ini files: the command line, else ``HARBORDB_ALEMBIC_INI``
+    (``os.pathsep``-separated), else the ``harbordb_alembic_ini`` ini option."""
+    given: list[str] = config.getoption("--harbordb-alembic-ini") or []
+    if given:
+        paths = [Path(item) for item in given]
+    elif os.environ.get("HARBORDB_ALEMBIC_INI"):
+        paths = [
+            Path(item) for item in os.environ["HARBORDB_ALEMBIC_INI"].split(os.pathsep) if item
+        ]
+    else:
+        lines: list[str] = config.getini("harbordb_alembic_ini")
+        paths = [config.rootpath / line for line in lines]
+    for path in paths:
+        if not path.is_file():
+            raise pytest.UsageError(f"harbordb: the alembic.ini {path} does not exist")
+    return paths
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +117,16 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresClu
 
 
 @pytest.fixture(scope="session")
-def migrated_url(pg_cluster: PostgresCluster) -> str:
-    command.upgrade(alembic_config(pg_cluster.url), "head")
+def migrated_url(pg_cluster: PostgresCluster, pytestconfig: pytest.Config) -> str:
+    inis = alembic_inis(pytestconfig)
+    if not inis:
+        pytest.fail(
+            "harbordb: no test schema configured: name your alembic.ini in the "
+            "harbordb_alembic_ini ini option, --harbordb-alembic-ini or HARBORDB_ALEMBIC_INI",
+            pytrace=False,
+        )
+    for ini in inis:
+        command.upgrade(alembic_config(pg_cluster.url, ini), "head")
     return pg_cluster.url
 
 
@@ -107,14 +150,26 @@ def pgbouncer(
 
 
 @pytest.fixture(scope="session")
-async def database(migrated_url: str) -> AsyncIterator[Database]:
-    async with Database(migrated_url, pooler="none", pool_size=10) as db:
+def harbordb_database_options() -> dict[str, Any]:
+    """What `database` and `pooled_database` pass to `Database` besides the URL and pooler
+    (override in your conftest: ``{"unit_of_work": BlogWork, "roles": {...}}``)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+async def database(
+    migrated_url: str, harbordb_database_options: dict[str, Any]
+) -> AsyncIterator[Database[Any]]:
+    options = {"pool_size": 10, **harbordb_database_options}
+    async with Database(migrated_url, pooler="none", **options) as db:
         yield db
 
 
 @pytest.fixture(scope="session")
-async def pooled_database(pgbouncer: PgBouncer) -> AsyncIterator[Database]:
-    async with Database(pgbouncer.url, pooler="external") as db:
+async def pooled_database(
+    pgbouncer: PgBouncer, harbordb_database_options: dict[str, Any]
+) -> AsyncIterator[Database[Any]]:
+    async with Database(pgbouncer.url, pooler="external", **harbordb_database_options) as db:
         yield db
 
 

@@ -1,0 +1,88 @@
+"""The shapes every workload is built from: variants, cases, workloads, and the lab
+(the connections and data they share)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.options import Sizes
+from benchmarks.seed import Dataset
+from benchmarks.servers import Target
+from harbor_commerce.uow import CommerceWork
+from harbordb import Database
+
+# One operation: returns how many objects (or rows) it loaded or wrote. Every
+# variant of a case must return the same number: that is checked, so no variant
+# can win by doing less work.
+Op = Callable[[], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # e.g. "selectinload"; see VARIANT_LABELS
+    op: Op
+    concurrency: int = 1  # W6 runs `concurrency` tasks at once
+    reset: Op | None = None  # untimed, after every operation (W5 deletes what it wrote)
+    database: Database[CommerceWork] | None = None  # whose statements to count, when not the lab's
+    # Statements no counter sees, added to the count: asyncpg sends COPY outside
+    # both its query logger and SQLAlchemy's cursor.
+    hidden_statements: int = 0
+
+
+@dataclass
+class Case:
+    label: str  # "N=100"
+    params: dict[str, int]
+    variants: list[Variant]
+    skipped: dict[str, str] = field(default_factory=dict)  # variant key -> why
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    description: str
+    unit: str  # what throughput counts: "op" or "row"
+    floor: str | None  # the variant ratios are taken against
+    build: Callable[[Lab], Awaitable[list[Case]]]
+    scaling: bool = False  # cases are N values worth plotting against N
+
+
+@dataclass
+class Lab:
+    """Connections and data shared by the workloads of one run."""
+
+    target: Target
+    sizes: Sizes
+    dataset: Dataset
+    db: Database[
+        CommerceWork
+    ]  # harbordb's Database on `target.url`: QueuePool, statement caches off
+    raw: Any  # one asyncpg connection, statement cache off: the raw-driver variants
+    tortoise: bool  # Tortoise ORM is initialised on the same database
+    stack: AsyncExitStack  # closes per-workload resources (W6's engines) at the end
+    notes: list[str] = field(default_factory=list)
+
+
+VARIANT_LABELS = {
+    "n+1": "N+1: lazyload() + awaitable_attrs per parent",
+    "selectinload": "ORM selectinload",
+    "joinedload": "ORM joinedload (.unique())",
+    "subqueryload": "ORM subqueryload",
+    "repository": "harbordb repository method",
+    "repository-view": "harbordb read model: Core rows into frozen dataclasses (W2, W3)",
+    "core-in": "Core select, manual IN per relationship",
+    "asyncpg-in": "raw asyncpg, same shape (= ANY($1) per relationship)",
+    "asyncpg-json": "raw asyncpg, one query with json_agg (the floor)",
+    "tortoise": "Tortoise ORM prefetch_related",
+    "orm-add_all": "ORM session.add_all + commit",
+    "core-insert": "Core insert() with a list (insertmanyvalues)",
+    "repository-copy": "harbordb repository COPY path",
+    "asyncpg-copy": "raw asyncpg copy_records_to_table (the floor)",
+    "queuepool-direct": "QueuePool, direct to PostgreSQL",
+    "nullpool-pgbouncer": "NullPool through PgBouncer",
+    "queuepool-pgbouncer": "QueuePool through PgBouncer",
+}

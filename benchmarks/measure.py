@@ -1,0 +1,169 @@
+"""Run one case: warm-up, one instrumented operation, then interleaved timed rounds.
+
+Method (after asyncpg's pgbench-style runs):
+
+1. Warm-up: on a workload's first case, every variant runs once untimed, so
+   first-use costs (SQLAlchemy compiling a statement, asyncpg introspecting a
+   type) are not measured. Later cases reuse the same statements.
+2. Instrumented run: every variant runs once more, untimed, with its
+   statements counted and tracemalloc tracing its peak memory (tracemalloc
+   slows Python down, hence untimed). The amount of data it loaded must equal
+   every other variant's: no variant can win by doing less.
+3. Rounds: in each round every variant runs a batch of operations for about
+   `round_seconds` (at least one), and the order of variants rotates by one
+   from round to round, so drift of a noisy machine hits all of them alike.
+   Concurrent variants run `concurrency` tasks until the batch's time is up.
+   After `repeats` rounds, or earlier (never before `MIN_ROUNDS`) when the
+   next round would overrun the case's time budget, the case ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from benchmarks.core import Case, Lab, Variant
+from benchmarks.counting import count_statements
+
+MIN_ROUNDS = 3
+_clock = time.perf_counter_ns
+
+
+class InconsistentVariants(AssertionError):
+    """Variants of one case loaded different amounts of data: a bench bug."""
+
+
+@dataclass
+class Measurement:
+    variant: str
+    concurrency: int
+    statements_per_op: float
+    rows_per_op: int
+    peak_memory_bytes: int
+    latencies_ns: list[int] = field(default_factory=list)
+    elapsed_ns: int = 0  # time spent in timed batches (wall time when concurrent)
+
+
+@dataclass
+class CaseRun:
+    measurements: list[Measurement]
+    rounds: int
+
+
+async def _sequential(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
+    latencies: list[int] = []
+    budget = int(seconds * 1e9)
+    spent = 0
+    while not latencies or (spent < budget and len(latencies) < limit):
+        start = _clock()
+        await variant.op()
+        latency = _clock() - start
+        latencies.append(latency)
+        spent += latency
+        if variant.reset is not None:
+            await variant.reset()
+    return latencies, spent
+
+
+async def _concurrent(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
+    """`concurrency` tasks each run operations until the time is up (at least one each)."""
+    latencies: list[int] = []
+    deadline = _clock() + int(seconds * 1e9)
+
+    async def worker() -> None:
+        first = True
+        while first or (_clock() < deadline and len(latencies) < limit):
+            first = False
+            start = _clock()
+            await variant.op()
+            latencies.append(_clock() - start)
+
+    start = _clock()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(variant.concurrency):
+            group.create_task(worker())
+    return latencies, _clock() - start
+
+
+async def timed_batch(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
+    """Per-operation latencies and the batch's elapsed time (wall time when concurrent)."""
+    if variant.concurrency == 1:
+        return await _sequential(variant, seconds, limit)
+    return await _concurrent(variant, seconds, limit * variant.concurrency)
+
+
+async def _operations(variant: Variant) -> list[int]:
+    """One operation, or one per task for a concurrent variant; what each loaded."""
+    if variant.concurrency == 1:
+        return [await variant.op()]
+    return list(await asyncio.gather(*(variant.op() for _ in range(variant.concurrency))))
+
+
+async def _instrumented(variant: Variant, lab: Lab) -> Measurement:
+    database = variant.database or lab.db
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        async with count_statements(database, lab.raw, tortoise=lab.tortoise) as statements:
+            rows = await _operations(variant)
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    if variant.reset is not None:
+        await variant.reset()
+    if len(set(rows)) != 1:
+        raise InconsistentVariants(f"{variant.key}: operations loaded {sorted(set(rows))} rows")
+    per_op = len(statements) / len(rows) + variant.hidden_statements
+    return Measurement(variant.key, variant.concurrency, per_op, rows[0], max(peak, 0))
+
+
+async def run_case(
+    case: Case, lab: Lab, advance: Callable[[str], None], *, warm_up: bool
+) -> CaseRun:
+    """Measure every variant of `case`; `advance(description)` reports each step."""
+    sizes = lab.sizes
+    if warm_up:
+        for variant in case.variants:
+            advance(f"{case.label} {variant.key}: warm-up")
+            await _operations(variant)
+            if variant.reset is not None:
+                await variant.reset()
+    results: dict[str, Measurement] = {}
+    for variant in case.variants:
+        advance(f"{case.label} {variant.key}: statements, memory")
+        results[variant.key] = await _instrumented(variant, lab)
+    rows = {key: measurement.rows_per_op for key, measurement in results.items()}
+    if len(set(rows.values())) > 1:
+        raise InconsistentVariants(f"{case.label}: variants loaded different amounts: {rows}")
+
+    started = _clock()
+    rounds = 0
+    while rounds < sizes.repeats:
+        shift = rounds % len(case.variants)
+        for variant in case.variants[shift:] + case.variants[:shift]:
+            advance(f"{case.label} {variant.key}: round {rounds + 1}")
+            gc.collect()
+            latencies, elapsed = await timed_batch(variant, sizes.round_seconds, sizes.max_batch)
+            results[variant.key].latencies_ns.extend(latencies)
+            results[variant.key].elapsed_ns += elapsed
+        rounds += 1
+        spent = (_clock() - started) / 1e9
+        if (
+            sizes.case_seconds
+            and rounds >= MIN_ROUNDS
+            and spent * (rounds + 1) / rounds > (sizes.case_seconds)
+        ):
+            break
+    for _ in range((sizes.repeats - rounds) * len(case.variants)):
+        advance(f"{case.label}: time budget reached after {rounds} rounds")
+    return CaseRun([results[variant.key] for variant in case.variants], rounds)
+
+
+def steps(case: Case, lab: Lab, *, warm_up: bool) -> int:
+    """How many times `run_case` calls `advance` for `case`."""
+    return len(case.variants) * (lab.sizes.repeats + 1 + int(warm_up))
