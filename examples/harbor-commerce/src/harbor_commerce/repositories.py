@@ -27,7 +27,7 @@ from harbor_commerce.models import (
 from harbor_commerce.readmodels import CustomerHistory, ProductCard, customer_history, product_cards
 from harbordb.errors import NotFound, translating
 from harbordb.pagination import Page, Total
-from harbordb.repository import Ordering, Repository, any_of, escape_like
+from harbordb.repository import Ordering, Repository, any_of, escape_like, keyset_query
 
 
 class CustomerRepository(Repository[Customer]):
@@ -88,11 +88,11 @@ class ProductRepository(Repository[Product]):
         plus one for a `total`. `tag` keeps products with that tag; `search`
         matches the name (wildcards in it are literal).
         """
-        keys = self._sort_keys(order_by)
+        keys = self.sort_keys(order_by)
         filters = self._catalog_filters(tag is not None, search is not None)
-        query = self._keyset_query(self._select(None), filters, keys, resume=after is not None)
+        query = keyset_query(self.select_loaded(), filters, keys, resume=after is not None)
         params = self._catalog_params(tag, search)
-        return await self._keyset_page(
+        return await self.keyset_page(
             query, keys, after=after, limit=limit, total=total, conditions=filters, params=params
         )
 
@@ -110,7 +110,7 @@ class ProductRepository(Repository[Product]):
         The same filters, order and cursors (a cursor of one works in the
         other) and the same three statements, plus one for a `total`.
         """
-        keys = self._sort_keys(None)
+        keys = self.sort_keys()
         filters = self._catalog_filters(tag is not None, search is not None)
         shape = (type(self), tag is not None, search is not None, after is not None)
         query = _CARD_QUERIES.get(shape)
@@ -118,10 +118,10 @@ class ProductRepository(Repository[Product]):
             table = Product.__table__
             # The card's own columns, which are also the sort keys the next cursor holds.
             rows = select(table.c.id, table.c.name)
-            query = _CARD_QUERIES[shape] = self._keyset_query(
+            query = _CARD_QUERIES[shape] = keyset_query(
                 rows, filters, keys, resume=after is not None
             )
-        return await self._keyset_page(
+        return await self.keyset_page(
             query,
             keys,
             after=after,
