@@ -53,12 +53,16 @@ def run_migrations(
 
     `target_metadata` is what autogenerate and ``check`` compare against;
     `configure_options` go to ``context.configure`` (``include_object``,
-    ``version_table_schema``, ``transaction_per_migration``, ...). Alembic's
-    logging setup from the ini runs unless the caller sets
+    ``version_table_schema``, ``transaction_per_migration``, ...). The ini's
+    logging sections, if it has any, are applied unless the caller sets
     ``config.attributes["configure_logging"] = False`` (tests, a host app).
     """
     config = context.config
-    if config.config_file_name is not None and config.attributes.get("configure_logging", True):
+    if (
+        config.config_file_name is not None
+        and config.attributes.get("configure_logging", True)
+        and config.file_config.has_section("loggers")
+    ):
         logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
     options: dict[str, Any] = {
         "target_metadata": target_metadata,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import textwrap
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,55 +20,14 @@ from harbordb.migrations import asyncpg_dsn, run_migrations
 from harbordb.testing.cluster import PostgresCluster
 from harbordb.testing.plugin import scratch_database
 
-ENV_PY = """\
-from sqlalchemy import Column, Integer, MetaData, Table, Text
-
-from harbordb.migrations import run_migrations
-
-metadata = MetaData()
-Table("notes", metadata, Column("id", Integer, primary_key=True), Column("body", Text))
-run_migrations(metadata, version_table="notes_version")
-"""
-
-REVISION = '''\
-"""notes"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "n1"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table(
-        "notes", sa.Column("id", sa.Integer, primary_key=True), sa.Column("body", sa.Text)
-    )
-    op.bulk_insert(sa.table("notes", sa.column("body", sa.Text)), [{"body": "it's here"}])
-
-
-def downgrade() -> None:
-    op.drop_table("notes")
-'''
+NOTES_PROJECT = Path(__file__).with_name("notes_project")
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """An alembic.ini + env.py (three lines of harbordb) + one revision."""
-    (tmp_path / "migrations" / "versions").mkdir(parents=True)
-    (tmp_path / "migrations" / "env.py").write_text(ENV_PY)
-    (tmp_path / "migrations" / "versions" / "n1_notes.py").write_text(REVISION)
-    ini = tmp_path / "alembic.ini"
-    ini.write_text(
-        textwrap.dedent(
-            """\
-            [alembic]
-            script_location = %(here)s/migrations
-            """
-        )
-    )
-    return ini
+    """A copy of notes_project: an alembic.ini, a three-line env.py and one revision."""
+    shutil.copytree(NOTES_PROJECT, tmp_path / "notes", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "notes" / "alembic.ini"
 
 
 @pytest.fixture
