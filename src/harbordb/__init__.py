@@ -28,6 +28,7 @@ from harbordb.errors import (
     UnitOfWorkClosed,
 )
 from harbordb.pagination import OffsetPage, Page
+from harbordb.projection import Projection, related
 from harbordb.querycount import QueryCounter, assert_max_queries, count_queries
 from harbordb.repository import Repository, any_of, contains, escape_like
 from harbordb.uow import UnitOfWork
@@ -50,6 +51,7 @@ __all__ = [
     "OffsetPage",
     "Page",
     "PermissionDenied",
+    "Projection",
     "QueryCounter",
     "Repository",
     "Retryable",
@@ -65,5 +67,6 @@ __all__ = [
     "count_queries",
     "escape_like",
     "normalize_url",
+    "related",
     "require_raise_loading",
 ]

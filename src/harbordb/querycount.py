@@ -22,7 +22,7 @@ import asyncio
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -118,6 +118,18 @@ def relationship_attribute(state: ORMExecuteState) -> str | None:
     return f"{state.lazy_loaded_from.class_.__name__}.<relationship>"
 
 
+# Counters open per engine, for statements sent on the driver's connection, past
+# SQLAlchemy's cursor events (`harbordb.projection` reads): `report_statement`.
+_DIRECT: dict[Engine, list[Callable[[str], None]]] = {}
+
+
+def report_statement(engine: Engine, statement: str) -> None:
+    """Record `statement` in the counters open on `engine`: for code that sends SQL on
+    the driver's own connection, which SQLAlchemy's events never see."""
+    for record in _DIRECT.get(engine, ()):
+        record(statement)
+
+
 @contextmanager
 def count_queries(target: AsyncEngine | Engine | _HasEngine) -> Iterator[QueryCounter]:
     """Record statements sent through `target` (an engine or a `Database`)."""
@@ -137,11 +149,16 @@ def count_queries(target: AsyncEngine | Engine | _HasEngine) -> Iterator[QueryCo
 
     event.listen(engine, "before_cursor_execute", on_cursor)
     event.listen(Session, "do_orm_execute", on_orm_execute)
+    direct = _DIRECT.setdefault(engine, [])
+    direct.append(counter.statements.append)
     try:
         yield counter
     finally:
         event.remove(engine, "before_cursor_execute", on_cursor)
         event.remove(Session, "do_orm_execute", on_orm_execute)
+        direct.remove(counter.statements.append)
+        if not direct:
+            del _DIRECT[engine]
 
 
 @contextmanager

@@ -26,6 +26,7 @@ PUBLIC = {
     "OffsetPage",
     "Page",
     "PermissionDenied",
+    "Projection",
     "QueryCounter",
     "Repository",
     "Retryable",
@@ -41,6 +42,7 @@ PUBLIC = {
     "count_queries",
     "escape_like",
     "normalize_url",
+    "related",
     "require_raise_loading",
 }
 

@@ -1,0 +1,249 @@
+"""`Projection`: a declared read, compiled once per shape, run on the driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from harbordb.errors import ConfigurationError
+from harbordb.pagination import (
+    Page,
+    SortKey,
+    check_sortable,
+    decode_cursor,
+    encode_cursor,
+    fingerprint,
+    rows_after,
+)
+from harbordb.projection import driver
+from harbordb.projection.shape import Aliases, Build, Node, columns, resolve
+
+T = TypeVar("T")
+
+Filter = Callable[[Any], ColumnElement[bool]]
+"""A condition on the projection's root model: called with its aliased entity."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One read, ready to run: its SQL, how to bind it, how to build its objects."""
+
+    sql: str
+    names: tuple[str, ...]  # bind parameter names, in positional order
+    defaults: dict[str, Any]  # values bound in the statement itself (literals)
+    processors: dict[str, Callable[[Any], Any]]  # bind processors where the type has one
+    build: Build
+    keys: tuple[SortKey, ...] = ()  # page reads: the ordering
+    key_columns: tuple[int, ...] = ()  # page reads: where each key's value is in the row
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        values = []
+        for name in self.names:
+            if name in params:
+                value = params[name]
+            elif name in self.defaults:
+                value = self.defaults[name]
+            else:
+                raise TypeError(f"this read needs a value for parameter {name!r}")
+            processor = self.processors.get(name)
+            values.append(value if processor is None else processor(value))
+        return values
+
+
+class Projection(Generic[T]):
+    """A frozen typed read of `model`: objects of dataclass `cls`, built from the driver's rows.
+
+    Each field of `cls` names a column of `model` (by default, the column of
+    the same name), or is given as a keyword: a column attribute, a callable
+    building an expression from the model's aliased entity, a `Projection`
+    of the relationship of that name, or `related(...)`. The read is one
+    statement however deep the tree: relationships are nested aggregates.
+
+    Declare projections once, at import; their SQL is compiled on first use
+    per read shape and reused (statements and bind parameters, nothing
+    interpolated). Reads run in the caller's unit of work (or `AsyncSession`),
+    on its connection and in its transaction.
+    """
+
+    def __init__(self, cls: type[T], model: type[Any], /, **fields: Any) -> None:
+        self.node: Node = resolve(cls, model, fields)
+        self._filters: tuple[Filter, ...] = ()
+        self._compiled: dict[tuple[Any, ...], Compiled] = {}
+
+    @property
+    def cls(self) -> type[T]:
+        cls: type[T] = self.node.cls
+        return cls
+
+    def where(self, *conditions: Filter) -> Projection[T]:
+        """This projection restricted to rows matching every condition (and this one's).
+
+        A condition is a callable taking the model's aliased entity, e.g.
+        ``lambda p: p.archived_at.is_(None)``; values given at read time are
+        ``bindparam("name")``s, passed to `get`/`page`/`all` as ``params``.
+        Build restricted projections once, like projections.
+        """
+        restricted: Projection[T] = object.__new__(Projection)
+        restricted.node = self.node
+        restricted._filters = (*self._filters, *conditions)
+        restricted._compiled = {}
+        return restricted
+
+    # -- reads -------------------------------------------------------------
+
+    async def get(self, source: Any, *key: Any, params: dict[str, Any] | None = None) -> T | None:
+        """The object whose primary key is `key`, or None. One statement."""
+        compiled = self._compile(("get",), driver.dialect_of(source))
+        pk = self.node.mapper.primary_key
+        if len(key) != len(pk):
+            raise TypeError(f"{self.node.model.__name__} has a {len(pk)}-column primary key")
+        values = {f"_key_{i}": value for i, value in enumerate(key)}
+        rows = await driver.fetch(
+            source, compiled.sql, compiled.arguments({**(params or {}), **values})
+        )
+        if not rows:
+            return None
+        found: T = compiled.build(rows[0])
+        return found
+
+    async def all(
+        self,
+        source: Any,
+        *,
+        order_by: Sequence[str] = (),
+        limit: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> list[T]:
+        """Every matching object in `order_by` order (then by primary key). One statement."""
+        compiled = self._compile(
+            ("all", tuple(order_by), limit is not None), driver.dialect_of(source)
+        )
+        values = dict(params or {})
+        if limit is not None:
+            values["_limit"] = _positive(limit)
+        rows = await driver.fetch(source, compiled.sql, compiled.arguments(values))
+        return list(map(compiled.build, rows))
+
+    async def page(
+        self,
+        source: Any,
+        *,
+        after: str | None = None,
+        limit: int = 50,
+        order_by: Sequence[str] = (),
+        params: dict[str, Any] | None = None,
+    ) -> Page[T]:
+        """A keyset page of `limit` objects after cursor `after`. One statement.
+
+        Ordered by `order_by` (attribute names, "-name" descending; NOT NULL
+        columns), then the primary key. Cursors are those of `Repository.page`
+        for the same model and ordering: one made by either works in the other.
+        """
+        shape = ("page", tuple(order_by), after is not None)
+        compiled = self._compile(shape, driver.dialect_of(source))
+        keys = compiled.keys
+        fp = fingerprint(self.node.table.name, keys)
+        values = dict(params or {})
+        values["_limit"] = _positive(limit) + 1  # one more row tells whether a next page exists
+        if after is not None:
+            for i, value in enumerate(decode_cursor(after, fp, keys)):
+                values[f"_after_{i}"] = value
+        rows = await driver.fetch(source, compiled.sql, compiled.arguments(values))
+        has_more = len(rows) > limit
+        if has_more:
+            del rows[limit:]
+        cursor = None
+        if has_more:
+            last = rows[-1]
+            cursor = encode_cursor(fp, [last[i] for i in compiled.key_columns])
+        return Page(tuple(map(compiled.build, rows)), cursor, has_more)
+
+    # -- compiling ---------------------------------------------------------
+
+    def _compile(self, shape: tuple[Any, ...], dialect: Dialect) -> Compiled:
+        cache_key = (*shape, type(dialect))
+        compiled = self._compiled.get(cache_key)
+        if compiled is None:
+            compiled = self._compiled[cache_key] = self._build(shape, dialect)
+        return compiled
+
+    def _build(self, shape: tuple[Any, ...], dialect: Dialect) -> Compiled:
+        node = self.node
+        aliases = Aliases()
+        root = aliases(node.table)
+        entity = aliased(node.model, root)
+        entries, build = columns(node, root, aliases, dialect, nested=False)
+        conditions = [condition(entity) for condition in self._filters]
+        keys: list[SortKey] = []
+        key_columns: list[int] = []
+        kind = shape[0]
+        if kind == "get":
+            for i, column in enumerate(node.mapper.primary_key):
+                name = node.mapper.get_property_by_column(column).key
+                key_param = bindparam(f"_key_{i}", type_=column.type)
+                conditions.append(getattr(entity, name) == key_param)
+        else:
+            keys = self._sort_keys(entity, shape[1])
+            fields = {field.key: i for i, field in enumerate(node.fields) if field.key}
+            for key in keys:
+                if key.name in fields:
+                    key_columns.append(fields[key.name])
+                else:  # carried after the fields, for the cursor
+                    key_columns.append(len(entries))
+                    entries.append(key.column)
+        statement = select(*entries).select_from(root)
+        if kind == "page" and shape[2]:
+            after = [bindparam(f"_after_{i}", type_=k.type) for i, k in enumerate(keys)]
+            conditions.append(rows_after(keys, after))
+        if conditions:
+            statement = statement.where(*conditions)
+        if keys:
+            statement = statement.order_by(*(key.ordering for key in keys))
+        if kind == "page" or (kind == "all" and shape[2]):
+            statement = statement.limit(bindparam("_limit"))
+        compiled = statement.compile(dialect=dialect)
+        sql, names, binds = str(compiled), tuple(compiled.positiontup or ()), compiled.binds
+        defaults = {name: binds[name].value for name in names if not binds[name].required}
+        processors: dict[str, Callable[[Any], Any]] = {}
+        for name in names:
+            processor = binds[name].type.bind_processor(dialect)
+            if processor is not None:
+                processors[name] = processor
+        return Compiled(sql, names, defaults, processors, build, tuple(keys), tuple(key_columns))
+
+    def _sort_keys(self, entity: Any, order_by: Sequence[str]) -> list[SortKey]:
+        """The caller's keys, then the primary key in the last key's direction."""
+        mapper = self.node.mapper
+        keys: list[SortKey] = []
+        for item in order_by:
+            name = item.lstrip("-")
+            if name not in mapper.column_attrs:
+                raise ConfigurationError(f"{mapper.class_.__name__} has no column {name!r}")
+            column: Any = mapper.column_attrs[name].columns[0]
+            if column.nullable:
+                raise ConfigurationError(
+                    f"keyset pages need NOT NULL sort columns; "
+                    f"{mapper.class_.__name__}.{name} is nullable"
+                )
+            key = SortKey(name, getattr(entity, name), column.type, item.startswith("-"))
+            check_sortable(key)
+            keys.append(key)
+        named = {key.name for key in keys}
+        descending = bool(keys) and keys[-1].descending
+        for column in mapper.primary_key:
+            name = mapper.get_property_by_column(column).key
+            if name not in named:
+                keys.append(SortKey(name, getattr(entity, name), column.type, descending))
+        return keys
+
+
+def _positive(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError("limit must be a positive whole number")
+    return limit

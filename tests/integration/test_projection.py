@@ -1,0 +1,362 @@
+"""`harbordb.projection` on a small library schema of this module's own (not Harbor's),
+directly and through PgBouncer.
+
+The schema lives in its own PostgreSQL schema, created for the module and
+dropped after it, so Harbor's tables and the other tests are untouched.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Enum,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from harbordb import Database, Repository, assert_max_queries, count_queries
+from harbordb.errors import ConfigurationError, DatabaseError, InvalidCursor, Timeout
+from harbordb.projection import Projection, related
+from harbordb.projection.driver import ADAPTER_MEMBERS
+
+SCHEMA = "projection_library"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA)
+
+
+class Shelf(enum.Enum):
+    NEW = "new"
+    OLD = "old"
+
+
+author_genres = Table(
+    "author_genres",
+    Base.metadata,
+    Column("author_id", ForeignKey("authors.id"), primary_key=True),
+    Column("genre_id", ForeignKey("genres.id"), primary_key=True),
+)
+
+
+class Publisher(Base):
+    __tablename__ = "publishers"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class Genre(Base):
+    __tablename__ = "genres"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class Author(Base):
+    __tablename__ = "authors"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    mentor_id: Mapped[int | None] = mapped_column(ForeignKey("authors.id"))
+    books: Mapped[list[Book]] = relationship(lazy="raise", order_by="Book.title")
+    genres: Mapped[list[Genre]] = relationship(secondary=author_genres, lazy="raise")
+    mentor: Mapped[Author | None] = relationship(lazy="raise", remote_side=[id])
+    recent_books: Mapped[list[Book]] = relationship(
+        lazy="raise",
+        viewonly=True,
+        primaryjoin="and_(Author.id == Book.author_id, Book.shelf == 'new')",
+    )
+
+
+class Book(Base):
+    __tablename__ = "books"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    publisher_id: Mapped[int | None] = mapped_column(ForeignKey("publishers.id"))
+    title: Mapped[str] = mapped_column(String(200))
+    shelf: Mapped[Shelf] = mapped_column(
+        Enum(Shelf, name="shelf", values_callable=lambda e: [m.value for m in e])
+    )
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    publisher: Mapped[Publisher | None] = relationship(lazy="raise")
+
+
+class AuthorRepository(Repository[Author]):
+    model = Author
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherRef:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookLine:
+    id: int
+    title: str
+    shelf: Shelf
+    published_at: datetime
+    publisher: PublisherRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class MentorRef:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorCard:
+    id: int
+    name: str
+    books: tuple[BookLine, ...]
+    genres: tuple[str, ...]
+    mentor: MentorRef | None
+    shouted: str
+
+
+CARDS = Projection(
+    AuthorCard,
+    Author,
+    books=Projection(BookLine, Book, publisher=Projection(PublisherRef, Publisher)),
+    genres=related(Author.genres, Genre.name, order_by=("-name",)),
+    mentor=Projection(MentorRef, Author),
+    shouted=lambda author: func.upper(author.name),
+)
+
+WHEN = datetime.fromisoformat("2026-01-02T03:04:05+00:00")
+ROWS = [
+    "INSERT INTO {s}.publishers VALUES (1, 'Harbor Press')",
+    "INSERT INTO {s}.genres VALUES (1, 'poetry'), (2, 'essays'), (3, 'drama')",
+    "INSERT INTO {s}.authors VALUES (1, 'Ann', NULL), (2, 'Bob', 1), (3, 'Cy', 1), (4, 'Bo', NULL)",
+    "INSERT INTO {s}.author_genres VALUES (1, 1), (1, 2), (2, 3)",
+    "INSERT INTO {s}.books VALUES "
+    "(10, 1, 1, 'Tides', 'new', '2026-01-02T03:04:05+00'), "
+    "(11, 1, NULL, 'Anchors', 'old', '2026-01-02T03:04:05+00'), "
+    "(12, 2, 1, 'Gulls', 'old', '2026-01-02T03:04:05+00')",
+]
+
+
+@pytest.fixture(scope="module")
+async def _library(database: Database) -> AsyncIterator[None]:
+    async with database.engine.begin() as connection:
+        await connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        await connection.execute(text(f"CREATE SCHEMA {SCHEMA}"))
+        await connection.run_sync(Base.metadata.create_all)
+        for row in ROWS:
+            await connection.execute(text(row.format(s=SCHEMA)))
+    yield
+    async with database.engine.begin() as connection:
+        await connection.execute(text(f"DROP SCHEMA {SCHEMA} CASCADE"))
+
+
+pytestmark = pytest.mark.usefixtures("_library")
+
+
+def ann() -> AuthorCard:
+    harbor = PublisherRef(1, "Harbor Press")
+    return AuthorCard(
+        1,
+        "Ann",
+        (
+            BookLine(11, "Anchors", Shelf.OLD, WHEN, None),
+            BookLine(10, "Tides", Shelf.NEW, WHEN, harbor),
+        ),
+        ("poetry", "essays"),
+        None,
+        "ANN",
+    )
+
+
+async def test_get_builds_the_whole_tree_in_one_statement(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        with assert_max_queries(db, 1) as queries:
+            card = await CARDS.get(uow, 1)
+        assert card == ann()
+        assert queries.count == 1
+        assert "array_agg" in queries.statements[0]
+        bob = await CARDS.get(uow, 2)
+        assert bob is not None
+        assert bob.mentor == MentorRef(1, "Ann")
+        assert bob.genres == ("drama",)
+        assert bob.books[0].publisher == PublisherRef(1, "Harbor Press")
+        assert isinstance(bob.books[0].shelf, Shelf)
+        bo = await CARDS.get(uow, 4)
+        assert bo == AuthorCard(4, "Bo", (), (), None, "BO")
+        assert await CARDS.get(uow, 99) is None
+
+
+async def test_the_statement_counter_sees_projection_reads(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        with count_queries(db) as queries:
+            await CARDS.get(uow, 1)
+            await CARDS.page(uow, limit=2)
+        assert queries.count == 2
+        with pytest.raises(AssertionError, match="expected at most 0"), assert_max_queries(db, 0):
+            await CARDS.get(uow, 1)
+
+
+async def test_keyset_pages_walk_every_row_once(db: Database) -> None:
+    seen: list[str] = []
+    after = None
+    async with db.unit_of_work() as uow:
+        for _ in range(5):
+            with count_queries(db) as queries:
+                page = await CARDS.page(uow, after=after, limit=3, order_by=("-name",))
+            assert queries.count == 1
+            seen += [card.name for card in page.items]
+            after = page.next_cursor
+            if after is None:
+                assert not page.has_more
+                break
+            assert page.has_more
+    assert seen == ["Cy", "Bob", "Bo", "Ann"]
+
+
+async def test_cursors_are_the_repositorys(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        repository = uow.repository(AuthorRepository)
+        first = await repository.page(limit=2, order_by=("name",))
+        assert [a.name for a in first.items] == ["Ann", "Bo"]
+        rest = await CARDS.page(uow, after=first.next_cursor, limit=5, order_by=("name",))
+        assert [card.name for card in rest.items] == ["Bob", "Cy"]
+        with pytest.raises(InvalidCursor):
+            await CARDS.page(uow, after=first.next_cursor, limit=5, order_by=("-name",))
+        with pytest.raises(InvalidCursor):
+            await CARDS.page(uow, after="garbage", limit=5)
+
+
+async def test_where_and_params(db: Database) -> None:
+    mentored = CARDS.where(lambda a: a.mentor_id == bindparam("mentor"))
+    named = CARDS.where(lambda a: a.name.like("B%"))
+    async with db.unit_of_work() as uow:
+        found = await mentored.all(uow, order_by=("name",), params={"mentor": 1})
+        assert [card.name for card in found] == ["Bob", "Cy"]
+        assert [c.name for c in await named.all(uow, order_by=("-name",), limit=1)] == ["Bob"]
+        assert await named.get(uow, 1) is None  # Ann does not match the filter
+        with pytest.raises(TypeError, match="mentor"):
+            await mentored.all(uow)
+
+
+async def test_reads_run_in_the_unit_of_works_transaction(db: Database) -> None:
+    """The adapter begins its transaction lazily; a projection read must begin it,
+    or it would run outside the unit of work (here: its snapshot and its txid)."""
+
+    @dataclass(frozen=True)
+    class Stamp:
+        id: int
+        txid: int
+
+    stamps = Projection(Stamp, Author, txid=lambda a: func.txid_current())
+    async with db.unit_of_work(isolation_level="REPEATABLE READ") as uow:
+        stamp = await stamps.get(uow, 1)
+        assert stamp is not None
+        assert stamp.txid == await uow.session.scalar(text("SELECT txid_current()"))
+        level = await uow.session.scalar(text("SHOW transaction_isolation"))
+        assert level == "repeatable read"
+
+
+async def test_unit_of_work_settings_apply(db: Database) -> None:
+    @dataclass(frozen=True)
+    class Slow:
+        id: int
+        slept: Any
+
+    slow = Projection(Slow, Author, slept=lambda a: func.pg_sleep(0.5))
+    async with db.unit_of_work(statement_timeout=0.05) as uow:
+        with pytest.raises(Timeout):
+            await slow.get(uow, 1)
+
+
+async def test_adapter_members_used_are_still_there() -> None:
+    """`harbordb.projection.driver` relies on three non-public members of SQLAlchemy's
+    asyncpg adapter: if SQLAlchemy renames them, this fails before any read goes wrong."""
+    for member in ADAPTER_MEMBERS:
+        assert hasattr(AsyncAdapt_asyncpg_connection, member) or member in (
+            AsyncAdapt_asyncpg_connection.__slots__  # type: ignore[attr-defined]
+        ), member
+    assert inspect.iscoroutinefunction(AsyncAdapt_asyncpg_connection._start_transaction)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Projection(AuthorCard, Author), "relationship"),
+        (lambda: Projection(MentorRef, Author, nickname=Author.name), "no field"),
+        (lambda: Projection(BookLine, Author), "no column"),
+        (lambda: Projection(MentorRef, Author, name=Book.title), "not a column"),
+        (lambda: Projection(AuthorCard, Author, books=Projection(MentorRef, Author)), "leads to"),
+        (
+            lambda: Projection(MentorRef, Author, name=related(Author.recent_books, Book.title)),
+            "custom join",
+        ),
+        (lambda: Projection(dict, Author), "not a dataclass"),
+        (lambda: Projection(MentorRef, object), "not a mapped model"),
+    ],
+)
+def test_declarations_are_checked(build: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        build()
+
+
+async def test_live_schema_changes_never_return_wrong_values(db: Database) -> None:
+    """Each read prepares its (unnamed) statement afresh, so the row description is
+    current: after a column changes type under live pooled connections, reads return
+    the new values correctly; after the column is dropped, a clear DatabaseError."""
+
+    class GaugeBase(DeclarativeBase):
+        metadata = MetaData(schema=SCHEMA)
+
+    class Gauge(GaugeBase):
+        __tablename__ = "gauges"
+        id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+        v: Mapped[float] = mapped_column()
+
+    @dataclass(frozen=True)
+    class Reading:
+        id: int
+        v: Any
+
+    readings = Projection(Reading, Gauge)
+    table = f"{SCHEMA}.gauges"
+    async with db.engine.begin() as connection:
+        await connection.execute(text(f"CREATE TABLE {table} (id bigint PRIMARY KEY, v integer)"))
+        await connection.execute(text(f"INSERT INTO {table} VALUES (1, 42)"))
+    try:
+        for change, expected in [
+            (None, 42),
+            ("ALTER COLUMN v TYPE real USING v + 0.5", 42.5),
+            ("ADD COLUMN w integer DEFAULT 7", 42.5),
+            ("ALTER COLUMN v TYPE text", "42.5"),
+        ]:
+            if change is not None:
+                async with db.engine.begin() as connection:
+                    await connection.execute(text(f"ALTER TABLE {table} {change}"))
+            for _ in range(6):  # several pooled connections, each already used before
+                async with db.unit_of_work() as uow:
+                    assert await readings.get(uow, 1) == Reading(1, expected)
+        async with db.engine.begin() as connection:
+            await connection.execute(text(f"ALTER TABLE {table} DROP COLUMN v"))
+        async with db.unit_of_work() as uow:
+            with pytest.raises(DatabaseError) as raised:
+                await readings.get(uow, 1)
+        assert raised.value.sqlstate == "42703"  # undefined column
+    finally:
+        async with db.engine.begin() as connection:
+            await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
