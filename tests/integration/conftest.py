@@ -1,91 +1,32 @@
-"""Fixtures shared by the integration tests (the plugin's are in harbordb.testing.plugin)."""
+"""The library's tests run on the models of tests/library, with their own unit of work
+(`LibraryWork`), roles and claims setting: `database` and `pooled_database` are rebuilt
+here with those options (session fixtures are cached per definition, so overriding
+`harbordb_database_options` alone would hand out whichever was built first)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from tests.library.repositories import DATABASE_OPTIONS, LibraryWork
 
-from harbor_commerce.seed import delete_seeded
 from harbordb import Database
 from harbordb.testing.cluster import PgBouncer
-from harbordb.testing.plugin import rolled_back_connection, savepoint_session
-
-DIRECT_AND_POOLED = ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)]
 
 
-@pytest.fixture(params=DIRECT_AND_POOLED)
-def db(request: pytest.FixtureRequest) -> Database:
-    """The suite's `Database`, directly and through PgBouncer (``pooler="external"``)."""
-    name = "database" if request.param == "direct" else "pooled_database"
-    database: Database = request.getfixturevalue(name)
-    return database
+@pytest.fixture(scope="session")
+def harbordb_database_options() -> dict[str, Any]:
+    return dict(DATABASE_OPTIONS)
 
 
-@pytest.fixture(params=DIRECT_AND_POOLED)
-async def one_connection_db(
-    request: pytest.FixtureRequest, migrated_url: str, harbordb_database_options: dict[str, Any]
-) -> AsyncIterator[Database]:
-    """A `Database` of its own: direct with a single pooled connection (so a broken
-    connection, or settings that outlived their transaction, would be handed to the
-    next unit of work), or through PgBouncer."""
-    if request.param == "direct":
-        database = Database(
-            migrated_url, pooler="none", pool_size=1, max_overflow=0, **harbordb_database_options
-        )
-    else:
-        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
-        database = Database(bouncer.url, pooler="external", **harbordb_database_options)
-    async with database:
+@pytest.fixture(scope="session")
+async def database(migrated_url: str) -> AsyncIterator[Database[LibraryWork]]:
+    async with Database(migrated_url, pooler="none", pool_size=10, **DATABASE_OPTIONS) as database:
         yield database
 
 
-@pytest.fixture(autouse=True)
-def _delete_seeded_rows(request: pytest.FixtureRequest) -> None:
-    """Modules whose code under test commits seed their rows under a module-level
-    ``SEED_PREFIX`` (`harbor_commerce.seed`): those rows are deleted after each test,
-    as other tests expect empty tables. (Sync, so that it may request an async fixture.)"""
-    if hasattr(request.module, "SEED_PREFIX"):
-        request.getfixturevalue("_seeded_rows")
-
-
-@pytest.fixture
-async def _seeded_rows(request: pytest.FixtureRequest, database: Database) -> AsyncIterator[None]:
-    yield
-    await delete_seeded(database, request.module.SEED_PREFIX)
-
-
-@pytest.fixture
-async def session(db: Database) -> AsyncIterator[AsyncSession]:
-    """A session of `db` inside an outer transaction that is rolled back after the test.
-
-    Its savepoint is opened before the test starts, outside any statement count.
-    """
-    async with rolled_back_connection(db) as connection, savepoint_session(connection) as session:
-        await session.connection()
-        yield session
-
-
-async def _wait_for_lock_wait(db: Database, statement_prefix: str) -> None:
-    """Until a backend running `statement_prefix` waits for a lock (fails after 10 s)."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND starts_with(query, :prefix)"
-    )
-    with anyio.fail_after(10):
-        while True:
-            async with db.unit_of_work(read_only=True) as uow:
-                if await uow.session.scalar(query, {"prefix": statement_prefix}):
-                    return
-            await anyio.sleep(0.01)
-
-
-@pytest.fixture
-def wait_for_lock_wait() -> Callable[[Database, str], Awaitable[None]]:
-    """``await wait_for_lock_wait(db, statement_prefix)``: until a backend running a
-    statement that starts with `statement_prefix` waits for a lock (fails after 10 s)."""
-    return _wait_for_lock_wait
+@pytest.fixture(scope="session")
+async def pooled_database(pgbouncer: PgBouncer) -> AsyncIterator[Database[LibraryWork]]:
+    async with Database(pgbouncer.url, pooler="external", **DATABASE_OPTIONS) as database:
+        yield database

@@ -11,15 +11,15 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-from harbor_commerce.models import Customer
-from harbor_commerce.repositories import (
-    CustomerRepository,
-    OrderRepository,
-    ProductRepository,
-    ReservationRepository,
-    VariantRepository,
+from tests.library.models import Author, Book, BookStatus
+from tests.library.repositories import (
+    AuthorRepository,
+    BookRepository,
+    CatalogRepository,
+    GenreRepository,
+    LibraryWork,
 )
+
 from harbordb import Database, count_queries
 from harbordb.errors import (
     AfterCommitError,
@@ -37,25 +37,25 @@ def _email() -> str:
 
 @pytest.fixture
 async def emails(database: Database) -> AsyncIterator[list[str]]:
-    """Emails of customers a test commits; deleted afterwards."""
+    """Emails of authors a test commits; deleted afterwards."""
     created: list[str] = []
     yield created
     async with database.unit_of_work() as uow:
-        await uow.session.execute(delete(Customer).where(Customer.email.in_(created)))
+        await uow.session.execute(delete(Author).where(Author.email.in_(created)))
         await uow.commit()
 
 
-async def _customers(db: Database, email: str) -> int:
+async def _authors(db: Database, email: str) -> int:
     async with db.unit_of_work(read_only=True) as uow:
         result = await uow.session.execute(
-            select(func.count()).select_from(Customer).where(Customer.email == email)
+            select(func.count()).select_from(Author).where(Author.email == email)
         )
         return result.scalar_one()
 
 
 async def _count_in(connection: AsyncConnection, email: str) -> int:
     result = await connection.execute(
-        select(func.count()).select_from(Customer).where(Customer.email == email)
+        select(func.count()).select_from(Author).where(Author.email == email)
     )
     return result.scalar_one()
 
@@ -66,20 +66,20 @@ async def _count_in(connection: AsyncConnection, email: str) -> int:
 async def test_commit_persists(db: Database, emails: list[str]) -> None:
     emails.append(email := _email())
     async with db.unit_of_work() as uow:
-        uow.session.add(Customer(email=email, name="Ada"))
+        uow.session.add(Author(email=email, name="Ada"))
         await uow.commit()
     assert uow.committed
-    assert await _customers(db, email) == 1
+    assert await _authors(db, email) == 1
 
 
 async def test_leaving_without_commit_rolls_back(db: Database, emails: list[str]) -> None:
     emails.append(email := _email())
     async with db.unit_of_work() as uow:
-        uow.session.add(Customer(email=email, name="Ada"))
+        uow.session.add(Author(email=email, name="Ada"))
         await uow.flush()
         assert await _count_in(await uow.session.connection(), email) == 1
     assert not uow.committed
-    assert await _customers(db, email) == 0
+    assert await _authors(db, email) == 0
 
 
 async def test_an_exception_rolls_back_and_propagates(
@@ -89,13 +89,13 @@ async def test_an_exception_rolls_back_and_propagates(
 
     async def fails() -> None:
         async with database.unit_of_work() as uow:
-            uow.session.add(Customer(email=email, name="Ada"))
+            uow.session.add(Author(email=email, name="Ada"))
             await uow.flush()
             raise LookupError("boom")
 
     with pytest.raises(LookupError, match="boom"):
         await fails()
-    assert await _customers(database, email) == 0
+    assert await _authors(database, email) == 0
 
 
 async def test_a_finished_unit_of_work_refuses_further_use(
@@ -106,7 +106,7 @@ async def test_a_finished_unit_of_work_refuses_further_use(
     with pytest.raises(UnitOfWorkClosed, match="has not started"):
         uow.session  # noqa: B018
     async with uow:
-        uow.session.add(Customer(email=email, name="Ada"))
+        uow.session.add(Author(email=email, name="Ada"))
         await uow.commit()
         with pytest.raises(UnitOfWorkClosed, match="committed"):
             uow.session  # noqa: B018
@@ -115,7 +115,7 @@ async def test_a_finished_unit_of_work_refuses_further_use(
         with pytest.raises(UnitOfWorkClosed):
             await uow.flush()
         with pytest.raises(UnitOfWorkClosed):
-            uow.customers  # noqa: B018
+            uow.authors  # noqa: B018
         with pytest.raises(UnitOfWorkClosed):
             uow.after_commit(lambda: None)
         with pytest.raises(UnitOfWorkClosed):
@@ -129,7 +129,7 @@ async def test_a_finished_unit_of_work_refuses_further_use(
         pass
     with pytest.raises(UnitOfWorkClosed, match="rolled back"):
         rolled_back.session  # noqa: B018
-    assert await _customers(database, email) == 1
+    assert await _authors(database, email) == 1
 
 
 async def test_joined_unit_of_work_commits_to_a_savepoint(
@@ -137,14 +137,14 @@ async def test_joined_unit_of_work_commits_to_a_savepoint(
 ) -> None:
     email = _email()
     async with database.unit_of_work(connection=db_connection) as uow:
-        uow.session.add(Customer(email=email, name="Ada"))
+        uow.session.add(Author(email=email, name="Ada"))
         await uow.commit()
     assert db_connection.in_transaction()
     assert await _count_in(db_connection, email) == 1  # released into the outer transaction
-    assert await _customers(database, email) == 0  # which has not committed
+    assert await _authors(database, email) == 0  # which has not committed
 
     async with database.unit_of_work(connection=db_connection) as uow:
-        uow.session.add(Customer(email=_email(), name="Bea"))
+        uow.session.add(Author(email=_email(), name="Bea"))
         await uow.flush()
     assert await _count_in(db_connection, email) == 1  # the second one rolled back to its savepoint
     assert db_connection.in_transaction()
@@ -153,9 +153,9 @@ async def test_joined_unit_of_work_commits_to_a_savepoint(
 async def test_unit_of_work_over_a_given_session(database: Database, emails: list[str]) -> None:
     emails.append(email := _email())
     async with UnitOfWork(database.session()) as uow:
-        uow.session.add(Customer(email=email, name="Ada"))
+        uow.session.add(Author(email=email, name="Ada"))
         await uow.commit()
-    assert await _customers(database, email) == 1
+    assert await _authors(database, email) == 1
 
 
 # -- savepoints -------------------------------------------------------------
@@ -166,19 +166,19 @@ async def test_savepoint_rolls_back_on_error_and_is_released_otherwise(
 ) -> None:
     kept, dropped, later = _email(), _email(), _email()
     async with database.unit_of_work(connection=db_connection) as uow:
-        uow.session.add(Customer(email=kept, name="kept"))
+        uow.session.add(Author(email=kept, name="kept"))
         await uow.flush()
 
         async def fails() -> None:
             async with uow.savepoint():
-                uow.session.add(Customer(email=dropped, name="dropped"))
+                uow.session.add(Author(email=dropped, name="dropped"))
                 await uow.flush()
                 raise LookupError
 
         with pytest.raises(LookupError):
             await fails()
         async with uow.savepoint():
-            uow.session.add(Customer(email=later, name="later"))
+            uow.session.add(Author(email=later, name="later"))
         connection = await uow.session.connection()
         counts = [await _count_in(connection, email) for email in (kept, dropped, later)]
         assert counts == [1, 0, 1]
@@ -190,24 +190,24 @@ async def test_savepoint_translates_errors_and_the_unit_of_work_goes_on(
 ) -> None:
     email = _email()
     async with database.unit_of_work(connection=db_connection) as uow:
-        uow.session.add(Customer(email=email, name="first"))
+        uow.session.add(Author(email=email, name="first"))
         await uow.flush()
 
         async def flush_duplicate() -> None:
             async with uow.savepoint():
-                uow.session.add(Customer(email=email, name="second"))
+                uow.session.add(Author(email=email, name="second"))
                 await uow.flush()
 
         async def insert_duplicate() -> None:
             async with uow.savepoint():
-                await uow.session.execute(insert(Customer).values(email=email, name="third"))
+                await uow.session.execute(insert(Author).values(email=email, name="third"))
 
         with pytest.raises(Conflict) as flushed:
             await flush_duplicate()
         with pytest.raises(Conflict) as raw:
             await insert_duplicate()
         for caught in (flushed, raw):
-            assert caught.value.constraint == "uq_customers_email"
+            assert caught.value.constraint == "uq_authors_email"
             assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
         assert await _count_in(await uow.session.connection(), email) == 1
         await uow.commit()
@@ -221,10 +221,10 @@ async def test_errors_escaping_the_block_are_translated(
     database: Database, db_connection: AsyncConnection
 ) -> None:
     email = _email()
-    await db_connection.execute(insert(Customer).values(email=email, name="taken"))
+    await db_connection.execute(insert(Author).values(email=email, name="taken"))
     with pytest.raises(Conflict) as caught:
         async with database.unit_of_work(connection=db_connection) as uow:
-            await uow.session.execute(insert(Customer).values(email=email, name="again"))
+            await uow.session.execute(insert(Author).values(email=email, name="again"))
     assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
 
 
@@ -233,14 +233,14 @@ async def test_a_failed_commit_is_translated_and_ends_the_unit_of_work(
 ) -> None:
     emails.append(email := _email())
     async with database.unit_of_work() as uow:
-        uow.session.add(Customer(email=email, name="taken"))
+        uow.session.add(Author(email=email, name="taken"))
         await uow.commit()
     called: list[str] = []
     uow = database.unit_of_work()
 
     async def commit_duplicate() -> None:
         async with uow:
-            uow.session.add(Customer(email=email, name="again"))
+            uow.session.add(Author(email=email, name="again"))
             uow.after_commit(lambda: called.append("after"))
             await uow.commit()  # flushes, then fails
 
@@ -300,7 +300,7 @@ async def test_settings_apply_to_the_transaction_only(one_connection_db: Databas
 async def test_read_only_refuses_writes(database: Database) -> None:
     with pytest.raises(DatabaseError) as caught:
         async with database.unit_of_work(read_only=True) as uow:
-            await uow.session.execute(insert(Customer).values(email=_email(), name="x"))
+            await uow.session.execute(insert(Author).values(email=_email(), name="x"))
     assert caught.value.sqlstate == "25006"  # read_only_sql_transaction
 
 
@@ -311,7 +311,7 @@ async def test_settings_cost_one_statement(database: Database) -> None:
     plain = queries.count
     with count_queries(database) as queries:
         async with database.unit_of_work(
-            read_only=True, statement_timeout=2, lock_timeout=1, role="anon", claims={"sub": "1"}
+            read_only=True, statement_timeout=2, lock_timeout=1, role="reader", claims={"sub": "1"}
         ) as uow:
             await uow.session.execute(text("SELECT 1"))
     assert queries.count == plain + 1
@@ -328,12 +328,12 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"lock_timeout": timedelta(0)},
     {"lock_timeout": timedelta(days=25)},
     {"lock_timeout": "1; SET ROLE postgres"},
-    {"isolation_level": "READ UNCOMMITTED; DROP TABLE customers"},
+    {"isolation_level": "READ UNCOMMITTED; DROP TABLE authors"},
     {"isolation_level": "serializable"},
     {"read_only": "yes"},
     {"role": "postgres"},
-    {"role": "harbordb_authenticated"},
-    {"role": "authenticated; RESET ROLE"},
+    {"role": "harbordb_library_reader"},
+    {"role": "reader; RESET ROLE"},
     {"claims": ["sub", "1"]},
     {"claims": {"sub": object()}},
     {"nplusone": "loud"},
@@ -412,7 +412,7 @@ async def test_failing_after_commit_callbacks_do_not_stop_the_others(
 
     async def commit() -> None:
         async with database.unit_of_work() as uow:
-            uow.session.add(Customer(email=email, name="Ada"))
+            uow.session.add(Author(email=email, name="Ada"))
             uow.after_commit(fails)
             uow.after_commit(lambda: called.append("ran"))
             uow.after_commit(fails_too)
@@ -423,7 +423,7 @@ async def test_failing_after_commit_callbacks_do_not_stop_the_others(
     assert called == ["ran"]
     assert [type(e) for e in caught.value.errors] == [RuntimeError, KeyError]
     assert caught.value.__cause__ is caught.value.errors[0]
-    assert await _customers(database, email) == 1
+    assert await _authors(database, email) == 1
 
 
 # -- repositories -------------------------------------------------------------
@@ -431,17 +431,68 @@ async def test_failing_after_commit_callbacks_do_not_stop_the_others(
 
 async def test_repositories_are_attributes_sharing_the_session(database: Database) -> None:
     expected = {
-        "customers": CustomerRepository,
-        "products": ProductRepository,
-        "variants": VariantRepository,
-        "orders": OrderRepository,
-        "reservations": ReservationRepository,
+        "authors": AuthorRepository,
+        "books": BookRepository,
+        "catalog": CatalogRepository,
+        "genres": GenreRepository,
     }
     async with database.unit_of_work() as uow:
+        assert type(uow) is LibraryWork
         for name, cls in expected.items():
             repository = getattr(uow, name)
             assert type(repository) is cls
             assert repository is getattr(uow, name)
             assert repository.session is uow.session
-        customer = await uow.customers.add(Customer(email=_email(), name="Ada"))
-        assert await uow.customers.get_or_none(customer.id) is customer
+        author = await uow.authors.add(Author(email=_email(), name="Ada"))
+        assert await uow.authors.get_or_none(author.id) is author
+
+
+# -- roles and claims of the service's own ------------------------------------------
+
+
+@pytest.fixture
+async def drafts(database: Database) -> AsyncIterator[tuple[int, set[str]]]:
+    """A committed author with a draft and a published book: (author id, their isbns)."""
+    tag = uuid.uuid4().hex
+    async with database.unit_of_work() as uow:
+        author = await uow.authors.add(Author(email=f"roles-{tag}@example.com", name="Ada"))
+        statuses = {f"draft-{tag}": BookStatus.DRAFT, f"published-{tag}": BookStatus.PUBLISHED}
+        await uow.books.add_many(
+            [
+                Book(author_id=author.id, isbn=isbn, title=isbn, price_cents=1, status=status)
+                for isbn, status in statuses.items()
+            ]
+        )
+        await uow.commit()
+    yield author.id, set(statuses)
+    async with database.unit_of_work() as uow:
+        await uow.books.delete_where(author_id=author.id)
+        await uow.authors.delete(author.id)
+        await uow.commit()
+
+
+async def test_a_role_and_claims_setting_of_its_own_reach_the_policies(
+    db: Database, drafts: tuple[int, set[str]]
+) -> None:
+    """The reader sees published books, and drafts of the author its ``library.claims``
+    name: `Database(roles=..., claims_setting=...)` as the library's migration expects."""
+    author_id, isbns = drafts
+
+    async def visible(**options: Any) -> set[str]:
+        async with db.unit_of_work(read_only=True, **options) as uow:
+            rows = await uow.session.scalars(select(Book.isbn).where(Book.author_id == author_id))
+            return set(rows)
+
+    published = {isbn for isbn in isbns if isbn.startswith("published")}
+    assert await visible() == isbns  # no role: the table's owner bypasses the policy
+    assert await visible(role="reader") == published
+    assert await visible(role="reader", claims={"sub": "0"}) == published
+    assert await visible(role="reader", claims={"sub": str(author_id)}) == isbns
+    assert await visible() == isbns  # nothing outlived its transaction
+
+
+async def test_a_role_the_server_lacks_is_refused_by_its_public_name(migrated_url: str) -> None:
+    async with Database(migrated_url, roles={"ghost": "harbordb_no_such_role"}) as db:
+        with pytest.raises(ConfigurationError, match=r"role 'ghost' maps to database role"):
+            async with db.unit_of_work(role="ghost") as uow:
+                await uow.session.execute(text("SELECT 1"))
