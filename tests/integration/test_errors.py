@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import Update, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from tests.library.models import Author, Book
+from tests.library.seed import delete_seeded, seed_books
 
-from harbor_commerce.models import Customer, Order, Product, Variant
-from harbor_commerce.seed import delete_seeded, seed_product
 from harbordb import Database
 from harbordb.errors import (
     CheckViolation,
@@ -53,16 +53,15 @@ def _assert_translated(
 
 @dataclass
 class Rows:
-    product_id: int
     first: int
     second: int
 
 
 @pytest.fixture
-async def variants(database: Database) -> AsyncIterator[Rows]:
-    """A committed product with two variants (deleted afterwards)."""
-    product = await seed_product(database, "errors", [10, 10])
-    yield Rows(product.id, product.variants[0].id, product.variants[1].id)
+async def books(database: Database) -> AsyncIterator[Rows]:
+    """Two committed books with 10 copies each (deleted afterwards)."""
+    first, second = await seed_books(database, "errors", [10, 10])
+    yield Rows(first.id, second.id)
     await delete_seeded(database, "errors")
 
 
@@ -73,27 +72,27 @@ async def test_unique_violation_is_a_conflict_naming_its_constraint(
     database: Database, db_connection: AsyncConnection
 ) -> None:
     email = f"{_secret()}@example.com"
-    await db_connection.execute(insert(Customer).values(email=email, name="first"))
+    await db_connection.execute(insert(Author).values(email=email, name="first"))
     with pytest.raises(Conflict) as caught:
         async with database.unit_of_work(connection=db_connection) as uow:
-            await uow.session.execute(insert(Customer).values(email=email, name="second"))
+            await uow.session.execute(insert(Author).values(email=email, name="second"))
     _assert_translated(caught.value, "23505", email)
-    assert caught.value.constraint == "uq_customers_email"
-    assert "uq_customers_email" in str(caught.value)
+    assert caught.value.constraint == "uq_authors_email"
+    assert "uq_authors_email" in str(caught.value)
 
 
 async def test_foreign_key_violation(database: Database, db_connection: AsyncConnection) -> None:
     secret = _secret()
 
-    async def order_for_nobody() -> None:
+    async def book_of_nobody() -> None:
         async with database.unit_of_work(connection=db_connection) as uow:
-            uow.session.add(Order(customer_id=987_654_321, order_ref=secret))
+            uow.session.add(Book(author_id=987_654_321, isbn=secret, title=secret, price_cents=1))
             await uow.flush()
 
     with pytest.raises(ForeignKeyViolation) as caught:
-        await order_for_nobody()
+        await book_of_nobody()
     _assert_translated(caught.value, "23503", secret)
-    assert caught.value.constraint == "fk_orders_customer_id_customers"
+    assert caught.value.constraint == "fk_books_author_id_authors"
 
 
 async def test_check_violation(database: Database, db_connection: AsyncConnection) -> None:
@@ -101,15 +100,15 @@ async def test_check_violation(database: Database, db_connection: AsyncConnectio
 
     async def negative_price() -> None:
         async with database.unit_of_work(connection=db_connection) as uow:
-            product = Product(name=secret)
-            product.variants = [Variant(sku=secret, name=secret, price_cents=-1)]
-            uow.session.add(product)
+            author = Author(email=secret, name=secret)
+            author.books = [Book(isbn=secret, title=secret, price_cents=-1)]
+            uow.session.add(author)
             await uow.commit()
 
     with pytest.raises(CheckViolation) as caught:
         await negative_price()
     _assert_translated(caught.value, "23514", secret)
-    assert caught.value.constraint == "ck_variants_price_cents_non_negative"
+    assert caught.value.constraint == "ck_books_price_cents_non_negative"
 
 
 async def test_other_integrity_errors_keep_the_base_class(
@@ -119,7 +118,7 @@ async def test_other_integrity_errors_keep_the_base_class(
     with pytest.raises(IntegrityError) as caught:
         async with database.unit_of_work(connection=db_connection) as uow:
             await uow.session.execute(
-                text("INSERT INTO customers (email, name) VALUES (:email, NULL)"),
+                text("INSERT INTO authors (email, name) VALUES (:email, NULL)"),
                 {"email": secret},
             )
     assert type(caught.value) is IntegrityError
@@ -149,9 +148,9 @@ async def test_messages_quoting_values_are_not_passed_on(
 # -- races ----------------------------------------------------------------------
 
 
-async def test_serialization_failure_is_retryable(database: Database, variants: Rows) -> None:
-    """Two SERIALIZABLE transactions read the same stock; the second to write loses."""
-    stock = select(Variant.stock_qty).where(Variant.id == variants.first)
+async def test_serialization_failure_is_retryable(database: Database, books: Rows) -> None:
+    """Two SERIALIZABLE transactions read the same copies; the second to write loses."""
+    stock = select(Book.copies).where(Book.id == books.first)
     first = database.unit_of_work(isolation_level="SERIALIZABLE")
     second = database.unit_of_work(isolation_level="SERIALIZABLE")
 
@@ -159,10 +158,10 @@ async def test_serialization_failure_is_retryable(database: Database, variants: 
         async with first, second:
             before = (await first.session.execute(stock)).scalar_one()
             assert (await second.session.execute(stock)).scalar_one() == before
-            decrement = update(Variant).where(Variant.id == variants.first)
-            await first.session.execute(decrement.values(stock_qty=before - 1))
+            decrement = update(Book).where(Book.id == books.first)
+            await first.session.execute(decrement.values(copies=before - 1))
             await first.commit()
-            await second.session.execute(decrement.values(stock_qty=before - 1))
+            await second.session.execute(decrement.values(copies=before - 1))
             await second.commit()
 
     with pytest.raises(Retryable) as caught:
@@ -184,26 +183,26 @@ async def _wait_until_blocked(database: Database, pid: int) -> None:
             await asyncio.sleep(0.02)
 
 
-def _touch(variant_id: int) -> Update:
+def _touch(book_id: int) -> Update:
     """An UPDATE that changes nothing but takes the row lock."""
-    return update(Variant).where(Variant.id == variant_id).values(stock_qty=Variant.stock_qty)
+    return update(Book).where(Book.id == book_id).values(copies=Book.copies)
 
 
-async def test_deadlock_is_retryable(database: Database, variants: Rows) -> None:
+async def test_deadlock_is_retryable(database: Database, books: Rows) -> None:
     """A locks row 1, B locks row 2, A waits for row 2, B asks for row 1."""
     async with database.unit_of_work() as a, database.unit_of_work() as b:
-        await a.session.execute(_touch(variants.first))
-        await b.session.execute(_touch(variants.second))
+        await a.session.execute(_touch(books.first))
+        await b.session.execute(_touch(books.second))
         pid_a = (await a.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
 
-        async def touch(session: AsyncSession, variant_id: int) -> None:
+        async def touch(session: AsyncSession, book_id: int) -> None:
             with translating():  # what the unit of work would do as the error left it
-                await session.execute(_touch(variant_id))
+                await session.execute(_touch(book_id))
 
-        blocked = asyncio.create_task(touch(a.session, variants.second))
+        blocked = asyncio.create_task(touch(a.session, books.second))
         await _wait_until_blocked(database, pid_a)
         results = await asyncio.gather(
-            blocked, touch(b.session, variants.first), return_exceptions=True
+            blocked, touch(b.session, books.first), return_exceptions=True
         )
     failures = [r for r in results if isinstance(r, BaseException)]
     assert len(failures) == 1, results
@@ -221,8 +220,8 @@ async def test_statement_timeout(database: Database) -> None:
     _assert_translated(caught.value, "57014")
 
 
-async def test_lock_timeout(database: Database, variants: Rows) -> None:
-    locked = select(Variant).where(Variant.id == variants.first).with_for_update()
+async def test_lock_timeout(database: Database, books: Rows) -> None:
+    locked = select(Book).where(Book.id == books.first).with_for_update()
     async with database.unit_of_work() as holder:
         await holder.session.execute(locked)
         with pytest.raises(Timeout) as caught:

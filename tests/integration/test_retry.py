@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import func, insert, select, update
+from tests.library.models import Author, Book
+from tests.library.seed import delete_seeded, seed_books
 
-from harbor_commerce.models import Customer, Variant
-from harbor_commerce.seed import delete_seeded, seed_product
 from harbordb import Database, count_queries
 from harbordb.errors import ConfigurationError, Conflict, DatabaseError, Retryable
 from harbordb.retry import BASE_DELAY, MAX_DELAY, backoff_delay
@@ -26,32 +26,36 @@ class Rows:
 
 
 @pytest.fixture
-async def variants(database: Database) -> AsyncIterator[Rows]:
-    """A committed product with two variants at stock 0 (deleted afterwards)."""
-    product = await seed_product(database, "retry", [0, 0])
-    yield Rows(product.variants[0].id, product.variants[1].id)
+async def books(database: Database) -> AsyncIterator[Rows]:
+    """Two committed books with 0 copies (deleted afterwards)."""
+    first, second = await seed_books(database, "retry", [0, 0])
+    yield Rows(first.id, second.id)
     await delete_seeded(database, "retry")
 
 
-async def _stock(db: Database, variant_id: int) -> int:
+async def _copies(db: Database, book_id: int) -> int:
     async with db.unit_of_work(read_only=True) as uow:
-        result = await uow.session.execute(
-            select(Variant.stock_qty).where(Variant.id == variant_id)
-        )
+        result = await uow.session.execute(select(Book.copies).where(Book.id == book_id))
         return result.scalar_one()
 
 
-async def _increment(uow: UnitOfWork, variant_id: int) -> None:
+async def _increment(uow: UnitOfWork, book_id: int) -> None:
     """Read, then write back plus one: a lost update unless the database intervenes."""
-    row = select(Variant.stock_qty).where(Variant.id == variant_id)
-    stock = (await uow.session.execute(row)).scalar_one()
-    await uow.session.execute(
-        update(Variant).where(Variant.id == variant_id).values(stock_qty=stock + 1)
-    )
+    row = select(Book.copies).where(Book.id == book_id)
+    copies = (await uow.session.execute(row)).scalar_one()
+    await uow.session.execute(update(Book).where(Book.id == book_id).values(copies=copies + 1))
+
+
+async def _increment_locked(uow: UnitOfWork, book_id: int) -> None:
+    """`_increment` reading with FOR UPDATE: a rerun that starts while the deadlock's
+    survivor still holds the row waits for its commit instead of reading the old value."""
+    row = select(Book.copies).where(Book.id == book_id).with_for_update()
+    copies = (await uow.session.execute(row)).scalar_one()
+    await uow.session.execute(update(Book).where(Book.id == book_id).values(copies=copies + 1))
 
 
 async def test_serialization_failures_rerun_until_each_operation_commits_once(
-    db: Database, variants: Rows
+    db: Database, books: Rows
 ) -> None:
     operations = 4
     everyone_has_read = asyncio.Barrier(operations)
@@ -61,12 +65,12 @@ async def test_serialization_failures_rerun_until_each_operation_commits_once(
     async def increment(op: int) -> int:
         async def fn(uow: UnitOfWork) -> int:
             attempts[op] += 1
-            row = select(Variant.stock_qty).where(Variant.id == variants.first)
-            stock = (await uow.session.execute(row)).scalar_one()
+            row = select(Book.copies).where(Book.id == books.first)
+            copies = (await uow.session.execute(row)).scalar_one()
             if attempts[op] == 1:
                 await everyone_has_read.wait()  # all first attempts collide
             await uow.session.execute(
-                update(Variant).where(Variant.id == variants.first).values(stock_qty=stock + 1)
+                update(Book).where(Book.id == books.first).values(copies=copies + 1)
             )
             uow.after_commit(lambda: commits.update([op]))
             return op
@@ -76,12 +80,12 @@ async def test_serialization_failures_rerun_until_each_operation_commits_once(
     results = await asyncio.gather(*(increment(op) for op in range(operations)))
 
     assert sorted(results) == list(range(operations))
-    assert await _stock(db, variants.first) == operations
+    assert await _copies(db, books.first) == operations
     assert commits == dict.fromkeys(range(operations), 1)
     assert attempts.total() >= 2 * operations - 1  # every first attempt but one lost
 
 
-async def test_a_deadlock_reruns_the_losing_operation(database: Database, variants: Rows) -> None:
+async def test_a_deadlock_reruns_the_losing_operation(database: Database, books: Rows) -> None:
     both_hold_their_first_row = asyncio.Barrier(2)
     attempts: Counter[str] = Counter()
     commits: Counter[str] = Counter()
@@ -89,55 +93,53 @@ async def test_a_deadlock_reruns_the_losing_operation(database: Database, varian
     async def run(name: str, first: int, second: int) -> None:
         async def fn(uow: UnitOfWork) -> None:
             attempts[name] += 1
-            await _increment(uow, first)
+            await _increment_locked(uow, first)
             if attempts[name] == 1:
                 await both_hold_their_first_row.wait()
-            await _increment(uow, second)
+            await _increment_locked(uow, second)
             uow.after_commit(lambda: commits.update([name]))
 
         await database.run(fn, retries=3)
 
-    await asyncio.gather(
-        run("ab", variants.first, variants.second), run("ba", variants.second, variants.first)
-    )
+    await asyncio.gather(run("ab", books.first, books.second), run("ba", books.second, books.first))
 
-    assert await _stock(database, variants.first) == 2
-    assert await _stock(database, variants.second) == 2
+    assert await _copies(database, books.first) == 2
+    assert await _copies(database, books.second) == 2
     assert commits == {"ab": 1, "ba": 1}
     assert attempts.total() == 3  # one of the two was chosen as the deadlock victim
 
 
-async def test_retries_run_out_on_a_conflict_every_time(database: Database, variants: Rows) -> None:
+async def test_retries_run_out_on_a_conflict_every_time(database: Database, books: Rows) -> None:
     """A rival commits between every attempt's read and write; the last error propagates."""
     attempts = 0
 
     async def fn(uow: UnitOfWork) -> None:
         nonlocal attempts
         attempts += 1
-        await _increment(uow, variants.second)  # takes the snapshot
+        await _increment(uow, books.second)  # takes the snapshot
         async with database.unit_of_work() as rival:
-            await _increment(rival, variants.first)
+            await _increment(rival, books.first)
             await rival.commit()
-        await _increment(uow, variants.first)
+        await _increment(uow, books.first)
 
     with pytest.raises(Retryable) as caught:
         await database.run(fn, retries=2, isolation_level="REPEATABLE READ")
     assert caught.value.sqlstate == "40001"
     assert attempts == 3
-    assert await _stock(database, variants.first) == 3  # the rival's, each once
-    assert await _stock(database, variants.second) == 0  # never committed
+    assert await _copies(database, books.first) == 3  # the rival's, each once
+    assert await _copies(database, books.second) == 0  # never committed
 
 
-async def test_other_errors_propagate_at_once(database: Database, variants: Rows) -> None:
+async def test_other_errors_propagate_at_once(database: Database, books: Rows) -> None:
     email = f"retry-{uuid.uuid4().hex}@example.com"
     attempts = 0
 
     async def duplicate(uow: UnitOfWork) -> None:
         nonlocal attempts
         attempts += 1
-        await _increment(uow, variants.first)
-        await uow.session.execute(insert(Customer).values(email=email, name="a"))
-        await uow.session.execute(insert(Customer).values(email=email, name="b"))
+        await _increment(uow, books.first)
+        await uow.session.execute(insert(Author).values(email=email, name="a"))
+        await uow.session.execute(insert(Author).values(email=email, name="b"))
 
     with pytest.raises(Conflict):
         await database.run(duplicate)
@@ -146,7 +148,7 @@ async def test_other_errors_propagate_at_once(database: Database, variants: Rows
     async def read_only_write(uow: UnitOfWork) -> None:
         nonlocal attempts
         attempts += 1
-        await _increment(uow, variants.first)
+        await _increment(uow, books.first)
 
     with pytest.raises(DatabaseError) as caught:
         await database.run(read_only_write, read_only=True)
@@ -156,30 +158,30 @@ async def test_other_errors_propagate_at_once(database: Database, variants: Rows
     async def bug(uow: UnitOfWork) -> None:
         nonlocal attempts
         attempts += 1
-        await _increment(uow, variants.first)
+        await _increment(uow, books.first)
         raise ZeroDivisionError
 
     with pytest.raises(ZeroDivisionError):
         await database.run(bug)
     assert attempts == 3
-    assert await _stock(database, variants.first) == 0
+    assert await _copies(database, books.first) == 0
 
 
-async def test_run_commits_and_returns_the_result(database: Database, variants: Rows) -> None:
+async def test_run_commits_and_returns_the_result(database: Database, books: Rows) -> None:
     async def fn(uow: UnitOfWork) -> str:
-        await _increment(uow, variants.first)
+        await _increment(uow, books.first)
         return "done"
 
     assert await database.run(fn) == "done"
-    assert await _stock(database, variants.first) == 1
+    assert await _copies(database, books.first) == 1
 
     async def commits_itself(uow: UnitOfWork) -> int:
-        await _increment(uow, variants.first)
+        await _increment(uow, books.first)
         await uow.commit()
         return 2
 
     assert await database.run(commits_itself) == 2
-    assert await _stock(database, variants.first) == 2
+    assert await _copies(database, books.first) == 2
 
 
 @pytest.mark.parametrize("retries", [-1, 1.5, True])

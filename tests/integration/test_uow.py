@@ -332,7 +332,7 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"isolation_level": "serializable"},
     {"read_only": "yes"},
     {"role": "postgres"},
-    {"role": "harbordb_library_reader"},
+    {"role": "library_reader"},
     {"role": "reader; RESET ROLE"},
     {"claims": ["sub", "1"]},
     {"claims": {"sub": object()}},

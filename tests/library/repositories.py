@@ -70,7 +70,7 @@ class LibraryWork(UnitOfWork):
         return self.repository(GenreRepository)
 
 
-ROLES: Mapping[str, str] = MappingProxyType({"reader": "harbordb_library_reader"})
+ROLES: Mapping[str, str] = MappingProxyType({"reader": "library_reader"})
 """The one role a library unit of work may assume (created by the library's migration)."""
 
 CLAIMS_SETTING = "library.claims"

@@ -2,7 +2,7 @@
 
 Beyond what the models declare: the `library_set_updated_at()` trigger keeps
 every `updated_at` right whoever issues the UPDATE, and the NOLOGIN role
-``harbordb_library_reader`` reads through row-level security on books: a
+``library_reader`` reads through row-level security on books: a
 reader sees published books, and its own (``author_id`` equal to the ``sub``
 claim of the ``library.claims`` setting). The role belongs to the cluster: it
 is created only if missing and dropped only if no other database uses it.
@@ -23,7 +23,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-READER = "harbordb_library_reader"
+READER = "library_reader"
 TABLES = ("authors", "books", "chapters", "genres", "book_genres")
 TIMESTAMPED = ("authors", "books")
 
