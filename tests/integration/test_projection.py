@@ -73,7 +73,9 @@ class Author(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     mentor_id: Mapped[int | None] = mapped_column(ForeignKey("authors.id"))
-    books: Mapped[list[Book]] = relationship(lazy="raise", order_by="Book.title")
+    books: Mapped[list[Book]] = relationship(
+        lazy="raise", order_by="Book.title", back_populates="author"
+    )
     genres: Mapped[list[Genre]] = relationship(secondary=author_genres, lazy="raise")
     mentor: Mapped[Author | None] = relationship(lazy="raise", remote_side=[id])
     recent_books: Mapped[list[Book]] = relationship(
@@ -94,6 +96,7 @@ class Book(Base):
     )
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     publisher: Mapped[Publisher | None] = relationship(lazy="raise")
+    author: Mapped[Author] = relationship(lazy="raise", back_populates="books")
 
 
 class AuthorRepository(Repository[Author]):
@@ -113,6 +116,26 @@ class BookLine:
     shelf: Shelf
     published_at: datetime
     publisher: PublisherRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class BookRow:
+    """Columns of many-to-one parents, flattened into the row."""
+
+    id: int
+    title: str
+    author_name: str
+    mentor_name: str | None
+    publisher_name: str | None
+
+
+BOOK_ROWS = Projection(
+    BookRow,
+    Book,
+    author_name="author.name",
+    mentor_name="author.mentor.name",
+    publisher_name="publisher.name",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +223,40 @@ async def test_get_builds_the_whole_tree_in_one_statement(db: Database) -> None:
         bo = await CARDS.get(uow, 4)
         assert bo == AuthorCard(4, "Bo", (), (), None, "BO")
         assert await CARDS.get(uow, 99) is None
+
+
+async def test_path_fields_join_many_to_one_parents(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        with count_queries(db) as queries:
+            rows = await BOOK_ROWS.all(uow, order_by=("title",))
+        assert queries.count == 1
+    assert rows == [
+        BookRow(11, "Anchors", "Ann", None, None),
+        BookRow(12, "Gulls", "Bob", "Ann", "Harbor Press"),
+        BookRow(10, "Tides", "Ann", None, "Harbor Press"),
+    ]
+
+    @dataclass(frozen=True, slots=True)
+    class WithRows:
+        id: int
+        books: tuple[BookRow, ...]
+
+    nested = Projection(
+        WithRows,
+        Author,
+        books=Projection(
+            BookRow,
+            Book,
+            **{
+                "author_name": "author.name",
+                "mentor_name": "author.mentor.name",
+                "publisher_name": "publisher.name",
+            },
+        ),
+    )
+    async with db.unit_of_work() as uow:
+        bob = await nested.get(uow, 2)
+    assert bob == WithRows(2, (BookRow(12, "Gulls", "Bob", "Ann", "Harbor Press"),))
 
 
 async def test_the_statement_counter_sees_projection_reads(db: Database) -> None:
@@ -307,6 +364,8 @@ async def test_adapter_members_used_are_still_there() -> None:
             "custom join",
         ),
         (lambda: Projection(dict, Author), "not a dataclass"),
+        (lambda: Projection(MentorRef, Author, name="books.title"), "not a many-to-one"),
+        (lambda: Projection(MentorRef, Author, name="mentor.nickname"), "no column"),
         (lambda: Projection(MentorRef, object), "not a mapped model"),
     ],
 )

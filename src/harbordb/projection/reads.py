@@ -22,7 +22,8 @@ from harbordb.pagination import (
     rows_after,
 )
 from harbordb.projection import driver
-from harbordb.projection.shape import Aliases, Build, Node, columns, resolve
+from harbordb.projection.shape import Node, resolve
+from harbordb.projection.sql import Aliases, Build, columns
 
 T = TypeVar("T")
 
@@ -178,7 +179,7 @@ class Projection(Generic[T]):
         aliases = Aliases()
         root = aliases(node.table)
         entity = aliased(node.model, root)
-        entries, build = columns(node, root, aliases, dialect, nested=False)
+        entries, build, joins = columns(node, root, aliases, dialect, nested=False)
         conditions = [condition(entity) for condition in self._filters]
         keys: list[SortKey] = []
         key_columns: list[int] = []
@@ -197,7 +198,7 @@ class Projection(Generic[T]):
                 else:  # carried after the fields, for the cursor
                     key_columns.append(len(entries))
                     entries.append(key.column)
-        statement = select(*entries).select_from(root)
+        statement = select(*entries).select_from(joins.apply(root))
         if kind == "page" and shape[2]:
             after = [bindparam(f"_after_{i}", type_=k.type) for i, k in enumerate(keys)]
             conditions.append(rows_after(keys, after))

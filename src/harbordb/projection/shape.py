@@ -1,13 +1,11 @@
-"""What a projection holds, resolved against its model, and the SQL that reads it.
+"""What a projection holds, resolved against its model and checked at declaration.
 
 A projection is a tree: each node is a class (a dataclass) filled, field by
 field in declaration order, from one mapped model. A field is a column or an
-expression of the node's row, or a relationship: a collection of child
-objects, one related object (or None), or the values of one related column.
-The whole tree reads as one statement: each relationship is a correlated
-subquery in the parent's select list, ``array_agg(ROW(...) ORDER BY ...)``
-for a collection, ``(SELECT ROW(...))`` for one object. The driver decodes
-those records into tuples; `Builder` turns them into the declared objects.
+expression of the node's row, a column reached through many-to-one
+relationships (``"variant.product.name"``), or a relationship: a collection
+of child objects, one related object (or None), or the values of one related
+column. `harbordb.projection.sql` turns the tree into one statement.
 """
 
 from __future__ import annotations
@@ -17,15 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Table, Text, and_, cast, func, inspect, select
-from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import InstrumentedAttribute, Mapper, RelationshipProperty, aliased
+from sqlalchemy import Table, inspect
+from sqlalchemy.orm import InstrumentedAttribute, Mapper, RelationshipProperty
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, BooleanClauseList, ColumnElement
 from sqlalchemy.sql.expression import ColumnClause
-from sqlalchemy.sql.selectable import FromClause as Alias
-from sqlalchemy.types import Enum, TypeDecorator, TypeEngine
 
 from harbordb.errors import ConfigurationError
 
@@ -62,6 +56,8 @@ class Field:
     kind: Kind
     expression: Expression | None = None  # column / computed fields
     key: str | None = None  # column fields: the model's attribute key
+    path: tuple[RelationshipProperty[Any], ...] = ()  # many-to-one hops before `column`
+    column: Any = None  # path fields: the column at the end of the path
     prop: RelationshipProperty[Any] | None = None
     child: Node | None = None  # many / one
     value_key: str | None = None  # values: the related column's attribute key
@@ -120,12 +116,14 @@ def resolve(cls: type[Any], model: type[Any], sources: dict[str, Any]) -> Node:
             fields.append(_relationship_field(mapper, name, source, where))
         elif isinstance(source, InstrumentedAttribute):
             fields.append(_column_field(mapper, name, source, where))
+        elif isinstance(source, str):
+            fields.append(_path_field(mapper, name, source, where))
         elif callable(source):
             fields.append(Field(name, "column", expression=source))
         else:
             raise ConfigurationError(
-                f"{where}: expected a column attribute, a Projection, related(...) or a "
-                f"callable building an expression; got {type(source).__name__}"
+                f"{where}: expected a column attribute, a path string, a Projection, "
+                f"related(...) or a callable building an expression; got {type(source).__name__}"
             )
     return Node(cls, model, mapper, table, tuple(fields))
 
@@ -147,6 +145,27 @@ def _column_field(
             f"{where}: {attribute} is not a column of {mapper.class_.__name__}"
         )
     return Field(name, "column", expression=lambda entity: getattr(entity, key), key=key)
+
+
+def _path_field(mapper: Mapper[Any], name: str, source: str, where: str) -> Field:
+    """``"rel.rel.column"``: a column reached through many-to-one relationships."""
+    *hops, key = source.split(".")
+    path: list[RelationshipProperty[Any]] = []
+    current = mapper
+    for hop in hops:
+        prop = current.relationships.get(hop)
+        if prop is None or prop.uselist:
+            raise ConfigurationError(
+                f"{where}: {hop!r} in {source!r} is not a many-to-one relationship of "
+                f"{current.class_.__name__}"
+            )
+        _check_plain_join(prop, where)
+        path.append(prop)
+        current = prop.mapper
+    if key not in current.column_attrs:
+        raise ConfigurationError(f"{where}: {current.class_.__name__} has no column {key!r}")
+    column = current.column_attrs[key].columns[0]
+    return Field(name, "column", key=None if path else key, path=tuple(path), column=column)
 
 
 def _relationship_field(mapper: Mapper[Any], name: str, source: Related, where: str) -> Field:
@@ -204,196 +223,3 @@ def _check_plain_join(prop: RelationshipProperty[Any], where: str) -> None:
                 f"{where}: {prop} has a custom join condition; projections follow "
                 "foreign-key column pairs only"
             )
-
-
-# -- SQL -------------------------------------------------------------------
-
-
-class Aliases:
-    """Distinct table aliases for one statement (a model may appear at several levels)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, table: Table) -> Alias:
-        self.count += 1
-        return table.alias(f"_h{self.count}")
-
-
-Build = Callable[[Any], Any]
-"""Turns one decoded row (a driver record or a tuple) into the node's object."""
-
-
-def columns(
-    node: Node, alias: Alias, aliases: Aliases, dialect: Dialect, *, nested: bool
-) -> tuple[list[Any], Build]:
-    """The select-list entries of `node` on `alias`, in field order, and the function
-    that builds the node's object from the row they produce."""
-    entity = aliased(node.model, alias)
-    out: list[Any] = []
-    converters: list[tuple[int, Callable[[Any], Any]]] = []
-    for index, field in enumerate(node.fields):
-        convert: Callable[[Any], Any] | None
-        if field.kind == "column":
-            assert field.expression is not None
-            expression = field.expression(entity)
-            sql_type = expression.type
-            if nested and _user_defined(sql_type):
-                # The driver cannot decode a user-defined type inside an anonymous
-                # record: read its text and convert on the client.
-                expression = cast(expression, Text)
-            out.append(expression)
-            convert = _converter(sql_type, dialect)
-        else:
-            entry, convert = _related_subquery(field, alias, aliases, dialect)
-            out.append(entry)
-        if convert is not None:
-            converters.append((index, convert))
-    return out, _builder(node.cls, len(node.fields), converters)
-
-
-def _user_defined(sql_type: TypeEngine[Any]) -> bool:
-    return isinstance(sql_type, Enum) and bool(sql_type.native_enum)
-
-
-def _converter(sql_type: TypeEngine[Any] | None, dialect: Dialect) -> Callable[[Any], Any] | None:
-    """What turns the driver's value into the model's Python value, when they differ:
-    enums (text to members) and `TypeDecorator` types. Built-in types come decoded."""
-    if sql_type is None:
-        return None
-    if isinstance(sql_type, TypeDecorator):
-        decorator = sql_type
-
-        def process(value: Any) -> Any:
-            return decorator.process_result_value(value, dialect)
-
-        return process
-    if isinstance(sql_type, Enum):
-        processor: Callable[[Any], Any] | None = sql_type.result_processor(  # type: ignore[no-untyped-call]
-            dialect, None
-        )
-        return processor
-    return None
-
-
-def _builder(
-    cls: type[Any], width: int, converters: list[tuple[int, Callable[[Any], Any]]]
-) -> Build:
-    if not converters:
-
-        def build_plain(row: Any) -> Any:
-            return cls(*row[:width])
-
-        return build_plain
-
-    def build(row: Any) -> Any:
-        values = list(row[:width])
-        for index, convert in converters:
-            values[index] = convert(values[index])
-        return cls(*values)
-
-    return build
-
-
-def _many(build: Build) -> Callable[[Any], Any]:
-    def convert(rows: Any) -> tuple[Any, ...]:
-        return () if rows is None else tuple(map(build, rows))
-
-    return convert
-
-
-def _one(build: Build) -> Callable[[Any], Any]:
-    def convert(row: Any) -> Any:
-        return None if row is None else build(row)
-
-    return convert
-
-
-def _values(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    def plain(values: Any) -> tuple[Any, ...]:
-        return () if values is None else tuple(values)
-
-    def converted(values: Any) -> tuple[Any, ...]:
-        return () if values is None else tuple(map(convert, values))  # type: ignore[arg-type]
-
-    return plain if convert is None else converted
-
-
-def _related_subquery(
-    field: Field, parent: Alias, aliases: Aliases, dialect: Dialect
-) -> tuple[Any, Callable[[Any], Any]]:
-    prop = field.prop
-    assert prop is not None
-    target_table = prop.mapper.local_table
-    assert isinstance(target_table, Table)
-    child = aliases(target_table)
-    conditions, source = _join(prop, parent, child)
-    if field.kind == "values":
-        assert field.value_key is not None
-        value = getattr(aliased(prop.mapper.class_, child), field.value_key)
-        value_type = value.type
-        if _user_defined(value_type):
-            value = cast(value, Text)
-        aggregate = func.array_agg(aggregate_order_by(value, *_child_order(field, prop, child)))
-        query = select(aggregate).select_from(source).where(*conditions)
-        return query.scalar_subquery(), _values(_converter(value_type, dialect))
-    assert field.child is not None
-    entries, build = columns(field.child, child, aliases, dialect, nested=True)
-    row = func.row(*entries)
-    if field.kind == "one":
-        query = select(row).select_from(source).where(*conditions)
-        return query.scalar_subquery(), _one(build)
-    aggregate = func.array_agg(aggregate_order_by(row, *_child_order(field, prop, child)))
-    query = select(aggregate).select_from(source).where(*conditions)
-    return query.scalar_subquery(), _many(build)
-
-
-def _join(
-    prop: RelationshipProperty[Any], parent: Alias, child: Alias
-) -> tuple[list[ColumnElement[bool]], Any]:
-    """The correlation of `child` rows to the `parent` row, and what to select from."""
-    if prop.secondary is None:
-        conditions = [
-            _on(child, remote) == _on(parent, local)
-            for local, remote in prop.local_remote_pairs or ()
-        ]
-        return conditions, child
-    link = prop.secondary.alias()
-    conditions = [_on(link, s) == _on(parent, p) for p, s in prop.synchronize_pairs]
-    pairs = prop.secondary_synchronize_pairs or ()
-    joined = child.join(link, and_(*(_on(link, s) == _on(child, c) for c, s in pairs)))
-    return conditions, joined
-
-
-def _on(alias: Alias, column: Any) -> ColumnElement[Any]:
-    found = alias.corresponding_column(column)
-    if found is None:  # pragma: no cover - pairs always name the aliased table's columns
-        raise ConfigurationError(f"column {column} is not in {alias}")
-    return found
-
-
-def _child_order(field: Field, prop: RelationshipProperty[Any], child: Alias) -> list[Any]:
-    mapper = prop.mapper
-    if field.order_by is not None:
-        entity = aliased(mapper.class_, child)
-        order = []
-        for name in field.order_by:
-            key = name.lstrip("-")
-            if key not in mapper.column_attrs:
-                raise ConfigurationError(f"{mapper.class_.__name__} has no column {key!r}")
-            column = getattr(entity, key)
-            order.append(column.desc() if name.startswith("-") else column.asc())
-        return order
-    if prop.order_by:
-        return [_adapt_order(item, child) for item in prop.order_by]
-    return [_on(child, column) for column in mapper.primary_key]
-
-
-def _adapt_order(item: Any, child: Alias) -> Any:
-    """A relationship's ``order_by`` entry (a column, maybe descending) on `child`."""
-    modifier = getattr(item, "modifier", None)
-    element = getattr(item, "element", item) if modifier is not None else item
-    column = _on(child, element)
-    if modifier is operators.desc_op:
-        return column.desc()
-    return column

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, bindparam, func
 
 from harbor_commerce.models import (
     Customer,
@@ -24,9 +24,10 @@ from harbor_commerce.models import (
     Tag,
     Variant,
 )
-from harbor_commerce.readmodels import CustomerHistory, ProductCard, customer_history, product_cards
-from harbordb.errors import NotFound, translating
+from harbor_commerce.readmodels import CUSTOMER_HISTORY, PRODUCT_CARDS, CustomerHistory, ProductCard
+from harbordb.errors import NotFound
 from harbordb.pagination import Page, Total
+from harbordb.projection import Filter, Projection
 from harbordb.repository import Ordering, Repository, any_of, escape_like, keyset_query
 
 
@@ -44,19 +45,16 @@ class CustomerRepository(Repository[Customer]):
         """The customer with every order, its lines, their variants and products, as a
         read-only `CustomerHistory` (no ORM objects). `NotFound` if no such customer.
 
-        Three statements whatever the number of orders (two for a customer with none).
+        One statement (`CUSTOMER_HISTORY`) whatever the number of orders.
         """
-        with translating():
-            found = await self.session.run_sync(customer_history, id)
+        found = await CUSTOMER_HISTORY.get(self.session, id)
         if found is None:
             raise NotFound(f"Customer {id!r} not found")
         return found
 
 
-# `catalog_cards`' page queries by (repository class, tag?, search?, resuming?),
-# each built once: building and keying a statement costs SQLAlchemy more than
-# running it. Every value in them is a bind parameter.
-_CARD_QUERIES: dict[tuple[type[Repository[Any]], bool, bool, bool], Select[Any]] = {}
+# `catalog_cards`' projections by (tag?, search?), each built once.
+_CARDS: dict[tuple[bool, bool], Projection[ProductCard]] = {}
 
 
 class ProductRepository(Repository[Product]):
@@ -105,32 +103,35 @@ class ProductRepository(Repository[Product]):
         search: str | None = None,
         total: Total = None,
     ) -> Page[ProductCard]:
-        """`catalog_page` as read-only `ProductCard`s, built from Core rows (no ORM objects).
+        """`catalog_page` as read-only `ProductCard`s (`PRODUCT_CARDS`, no ORM objects).
 
         The same filters, order and cursors (a cursor of one works in the
-        other) and the same three statements, plus one for a `total`.
+        other) in one statement, plus one for a `total`.
         """
-        keys = self.sort_keys()
-        filters = self._catalog_filters(tag is not None, search is not None)
-        shape = (type(self), tag is not None, search is not None, after is not None)
-        query = _CARD_QUERIES.get(shape)
-        if query is None:
-            table = Product.__table__
-            # The card's own columns, which are also the sort keys the next cursor holds.
-            rows = select(table.c.id, table.c.name)
-            query = _CARD_QUERIES[shape] = keyset_query(
-                rows, filters, keys, resume=after is not None
-            )
-        return await self.keyset_page(
-            query,
-            keys,
-            after=after,
-            limit=limit,
-            total=total,
-            conditions=filters,
-            params=self._catalog_params(tag, search),
-            build=product_cards,
+        shape = (tag is not None, search is not None)
+        cards = _CARDS.get(shape)
+        if cards is None:
+            cards = _CARDS[shape] = PRODUCT_CARDS.where(*self._card_filters(*shape))
+        order = [("-" if key.descending else "") + key.name for key in self.sort_keys()]
+        params = self._catalog_params(tag, search)
+        page = await cards.page(
+            self.session, after=after, limit=limit, order_by=order, params=params
         )
+        if total is None:
+            return page
+        filters = self._catalog_filters(tag is not None, search is not None)
+        count = await self.page_total(total, filters, params)
+        return Page(page.items, page.next_cursor, page.has_more, count)
+
+    @staticmethod
+    def _card_filters(tag: bool, search: bool) -> list[Filter]:
+        """`_catalog_filters` on the projection's aliased `Product`."""
+        filters: list[Filter] = [lambda p: p.archived_at.is_(None)]
+        if tag:
+            filters.append(lambda p: p.tags.any(Tag.name == bindparam("tag")))
+        if search:
+            filters.append(lambda p: p.name.ilike(bindparam("search"), escape="\\"))
+        return filters
 
     @classmethod
     def _catalog_filters(cls, tag: bool, search: bool) -> list[ColumnElement[bool]]:

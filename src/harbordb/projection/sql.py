@@ -1,0 +1,253 @@
+"""The SQL of a projection, and the functions that build its objects from the rows.
+
+The whole tree reads as one statement: each relationship is a correlated
+subquery in the parent's select list, ``array_agg(ROW(...) ORDER BY ...)``
+for a collection, ``(SELECT ROW(...))`` for one object, ``array_agg(column)``
+for the values of a column. Path fields (``"variant.product.name"``) LEFT
+JOIN their many-to-one tables into the level that reads them. The driver
+decodes the records into tuples; the builders turn them into the declared
+objects, converting only what the driver cannot (enums, `TypeDecorator`s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Table, Text, and_, cast, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import RelationshipProperty, aliased
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import FromClause as Alias
+from sqlalchemy.types import Enum, TypeDecorator, TypeEngine
+
+from harbordb.errors import ConfigurationError
+from harbordb.projection.shape import Field, Node
+
+
+class Aliases:
+    """Distinct table aliases for one statement (a model may appear at several levels)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, table: Table) -> Alias:
+        self.count += 1
+        return table.alias(f"_h{self.count}")
+
+
+Build = Callable[[Any], Any]
+"""Turns one decoded row (a driver record or a tuple) into the node's object."""
+
+
+class Joins:
+    """The many-to-one tables one level LEFT JOINs for its path fields, once per path."""
+
+    def __init__(self, base: Alias, aliases: Aliases) -> None:
+        self.base = base
+        self.aliases = aliases
+        self.joined: dict[tuple[RelationshipProperty[Any], ...], Alias] = {}
+        self.conditions: list[tuple[Alias, ColumnElement[bool]]] = []
+
+    def alias(self, path: tuple[RelationshipProperty[Any], ...]) -> Alias:
+        parent = self.base
+        for depth in range(1, len(path) + 1):
+            prefix = path[:depth]
+            found = self.joined.get(prefix)
+            if found is None:
+                prop = path[depth - 1]
+                table = prop.mapper.local_table
+                assert isinstance(table, Table)
+                found = self.joined[prefix] = self.aliases(table)
+                pairs = prop.local_remote_pairs or ()
+                on = and_(*(_on(found, remote) == _on(parent, local) for local, remote in pairs))
+                self.conditions.append((found, on))
+            parent = found
+        return parent
+
+    def apply(self, source: Any) -> Any:
+        for alias, on in self.conditions:
+            source = source.outerjoin(alias, on)
+        return source
+
+
+def columns(
+    node: Node, alias: Alias, aliases: Aliases, dialect: Dialect, *, nested: bool
+) -> tuple[list[Any], Build, Joins]:
+    """The select-list entries of `node` on `alias`, in field order; the function that
+    builds the node's object from the row they produce; the joins they need."""
+    entity = aliased(node.model, alias)
+    joins = Joins(alias, aliases)
+    out: list[Any] = []
+    converters: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, field in enumerate(node.fields):
+        convert: Callable[[Any], Any] | None
+        if field.kind == "column":
+            if field.path:
+                expression = _on(joins.alias(field.path), field.column)
+            else:
+                assert field.expression is not None
+                expression = field.expression(entity)
+            sql_type = expression.type
+            if nested and _user_defined(sql_type):
+                # The driver cannot decode a user-defined type inside an anonymous
+                # record: read its text and convert on the client.
+                expression = cast(expression, Text)
+            out.append(expression)
+            convert = _converter(sql_type, dialect)
+        else:
+            entry, convert = _related_subquery(field, alias, aliases, dialect)
+            out.append(entry)
+        if convert is not None:
+            converters.append((index, convert))
+    return out, _builder(node.cls, len(node.fields), converters), joins
+
+
+def _user_defined(sql_type: TypeEngine[Any]) -> bool:
+    return isinstance(sql_type, Enum) and bool(sql_type.native_enum)
+
+
+def _converter(sql_type: TypeEngine[Any] | None, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What turns the driver's value into the model's Python value, when they differ:
+    enums (text to members) and `TypeDecorator` types. Built-in types come decoded."""
+    if sql_type is None:
+        return None
+    if isinstance(sql_type, TypeDecorator):
+        decorator = sql_type
+
+        def process(value: Any) -> Any:
+            return decorator.process_result_value(value, dialect)
+
+        return process
+    if isinstance(sql_type, Enum):
+        processor: Callable[[Any], Any] | None = sql_type.result_processor(  # type: ignore[no-untyped-call]
+            dialect, None
+        )
+        return processor
+    return None
+
+
+def _builder(
+    cls: type[Any], width: int, converters: list[tuple[int, Callable[[Any], Any]]]
+) -> Build:
+    if not converters:
+
+        def build_plain(row: Any) -> Any:
+            return cls(*row[:width])
+
+        return build_plain
+
+    def build(row: Any) -> Any:
+        values = list(row[:width])
+        for index, convert in converters:
+            values[index] = convert(values[index])
+        return cls(*values)
+
+    return build
+
+
+def _many(build: Build) -> Callable[[Any], Any]:
+    def convert(rows: Any) -> tuple[Any, ...]:
+        return () if rows is None else tuple(map(build, rows))
+
+    return convert
+
+
+def _one(build: Build) -> Callable[[Any], Any]:
+    def convert(row: Any) -> Any:
+        return None if row is None else build(row)
+
+    return convert
+
+
+def _values(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    def plain(values: Any) -> tuple[Any, ...]:
+        return () if values is None else tuple(values)
+
+    def converted(values: Any) -> tuple[Any, ...]:
+        return () if values is None else tuple(map(convert, values))  # type: ignore[arg-type]
+
+    return plain if convert is None else converted
+
+
+def _related_subquery(
+    field: Field, parent: Alias, aliases: Aliases, dialect: Dialect
+) -> tuple[Any, Callable[[Any], Any]]:
+    prop = field.prop
+    assert prop is not None
+    target_table = prop.mapper.local_table
+    assert isinstance(target_table, Table)
+    child = aliases(target_table)
+    conditions, source = _join(prop, parent, child)
+    if field.kind == "values":
+        assert field.value_key is not None
+        value = getattr(aliased(prop.mapper.class_, child), field.value_key)
+        value_type = value.type
+        if _user_defined(value_type):
+            value = cast(value, Text)
+        aggregate = func.array_agg(aggregate_order_by(value, *_child_order(field, prop, child)))
+        query = select(aggregate).select_from(source).where(*conditions)
+        return query.scalar_subquery(), _values(_converter(value_type, dialect))
+    assert field.child is not None
+    entries, build, joins = columns(field.child, child, aliases, dialect, nested=True)
+    source = joins.apply(source)
+    row = func.row(*entries)
+    if field.kind == "one":
+        query = select(row).select_from(source).where(*conditions)
+        return query.scalar_subquery(), _one(build)
+    aggregate = func.array_agg(aggregate_order_by(row, *_child_order(field, prop, child)))
+    query = select(aggregate).select_from(source).where(*conditions)
+    return query.scalar_subquery(), _many(build)
+
+
+def _join(
+    prop: RelationshipProperty[Any], parent: Alias, child: Alias
+) -> tuple[list[ColumnElement[bool]], Any]:
+    """The correlation of `child` rows to the `parent` row, and what to select from."""
+    if prop.secondary is None:
+        conditions = [
+            _on(child, remote) == _on(parent, local)
+            for local, remote in prop.local_remote_pairs or ()
+        ]
+        return conditions, child
+    link = prop.secondary.alias()
+    conditions = [_on(link, s) == _on(parent, p) for p, s in prop.synchronize_pairs]
+    pairs = prop.secondary_synchronize_pairs or ()
+    joined = child.join(link, and_(*(_on(link, s) == _on(child, c) for c, s in pairs)))
+    return conditions, joined
+
+
+def _on(alias: Alias, column: Any) -> ColumnElement[Any]:
+    found = alias.corresponding_column(column)
+    if found is None:  # pragma: no cover - pairs always name the aliased table's columns
+        raise ConfigurationError(f"column {column} is not in {alias}")
+    return found
+
+
+def _child_order(field: Field, prop: RelationshipProperty[Any], child: Alias) -> list[Any]:
+    mapper = prop.mapper
+    if field.order_by is not None:
+        entity = aliased(mapper.class_, child)
+        order = []
+        for name in field.order_by:
+            key = name.lstrip("-")
+            if key not in mapper.column_attrs:
+                raise ConfigurationError(f"{mapper.class_.__name__} has no column {key!r}")
+            column = getattr(entity, key)
+            order.append(column.desc() if name.startswith("-") else column.asc())
+        return order
+    if prop.order_by:
+        return [_adapt_order(item, child) for item in prop.order_by]
+    return [_on(child, column) for column in mapper.primary_key]
+
+
+def _adapt_order(item: Any, child: Alias) -> Any:
+    """A relationship's ``order_by`` entry (a column, maybe descending) on `child`."""
+    modifier = getattr(item, "modifier", None)
+    element = getattr(item, "element", item) if modifier is not None else item
+    column = _on(child, element)
+    if modifier is operators.desc_op:
+        return column.desc()
+    return column
