@@ -1,12 +1,39 @@
 """pytest fixtures: a real PostgreSQL (and PgBouncer) for a service's test suite.
 
-Enable with ``pytest_plugins = ["harbordb.testing.plugin"]`` in a conftest.
+A service's whole configuration (install ``harbordb[testing]``; PgBouncer is
+a system package, e.g. Debian's ``pgbouncer``)::
+
+    # pyproject.toml
+    [tool.pytest.ini_options]
+    asyncio_mode = "auto"
+    asyncio_default_fixture_loop_scope = "session"
+    asyncio_default_test_loop_scope = "session"
+    harbordb_alembic_ini = ["alembic.ini"]      # the schema: your migrations' head
+
+    # conftest.py (next to that pyproject.toml: the rootdir's conftest)
+    pytest_plugins = ["harbordb.testing.plugin"]
+
+    @pytest.fixture(scope="session")
+    def harbordb_database_options() -> dict[str, Any]:
+        return {"unit_of_work": BlogWork, "roles": {"reader": "blog_reader"},
+                "claims_setting": "blog.claims"}
+
+The three pytest-asyncio settings are checked at startup (one event loop for
+the whole session, shared by the session-scoped engines and every test): a
+missing or different value is a `pytest.UsageError` naming it. The schema
+comes from ``--harbordb-alembic-ini PATH`` (repeatable), else
+``HARBORDB_ALEMBIC_INI`` (``os.pathsep``-separated), else the
+``harbordb_alembic_ini`` ini option (paths relative to the rootdir, upgraded
+in order); with none of them, tests that need the database fail and say so.
+The plugin registers the ``pgbouncer`` marker.
 
 - `pg_cluster`: a throwaway embedded PostgreSQL, or the server named by
-  ``HARBORDB_TEST_DATABASE_URL``.
+  ``HARBORDB_TEST_DATABASE_URL`` (its database is migrated: use a scratch one).
 - `migrated_url`: that database with the Alembic schema at head, built once.
 - `pgbouncer`: a real PgBouncer in transaction mode in front of it. Skipped
   with instructions when the binary is missing; under ``CI=true`` that fails.
+- `harbordb_database_options`: what `database` and `pooled_database` pass to
+  `Database` besides the URL (``{}`` unless you override it, as above).
 - `database` / `pooled_database`: `Database` direct / through PgBouncer.
 - `db_connection`: an `AsyncConnection` of `database` inside an outer
   transaction that is rolled back after the test. Code under test joins it with
@@ -16,8 +43,9 @@ Enable with ``pytest_plugins = ["harbordb.testing.plugin"]`` in a conftest.
 
 `rolled_back_connection` and `savepoint_session` build these two for any
 `Database`, e.g. a fixture of your own that runs direct and through PgBouncer.
-Code that opens its own units of work needs committed rows instead:
-`harbor_commerce.seed` seeds them under a prefix and deletes them.
+Code that opens its own units of work commits for real: give its rows names of
+their own and delete them after the test. `scratch_database` gives a test an
+empty database of its own on the cluster (e.g. to test downgrades).
 """
 
 from __future__ import annotations
@@ -66,6 +94,48 @@ def alembic_config(url: str, ini: str | Path) -> Config:
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["configure_logging"] = False
     return config
+
+
+# What the fixtures need from pytest-asyncio: async fixtures without decorators, and
+# one loop for the session-scoped engines and the tests that use them.
+ASYNCIO_SETTINGS = {
+    "asyncio_mode": "auto",
+    "asyncio_default_fixture_loop_scope": "session",
+    "asyncio_default_test_loop_scope": "session",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pgbouncer: needs a real PgBouncer (skipped with a reason when missing, "
+        "fails under CI=true)",
+    )
+    check_asyncio_settings(config)
+
+
+def check_asyncio_settings(config: pytest.Config) -> None:
+    """Raise `pytest.UsageError` naming each pytest-asyncio setting that is missing or wrong."""
+    if not config.pluginmanager.hasplugin("asyncio"):
+        raise pytest.UsageError(
+            "harbordb.testing.plugin needs pytest-asyncio: pip install 'harbordb[testing]'"
+        )
+    problems = []
+    for name, wanted in ASYNCIO_SETTINGS.items():
+        value = config.getini(name)
+        if name == "asyncio_mode" and config.getoption("asyncio_mode", None) is not None:
+            value = config.getoption("asyncio_mode")  # --asyncio-mode wins over the ini
+        if value != wanted:
+            found = "it is not set" if value in (None, "") else f"it is {value!r}"
+            problems.append(f'{name} must be "{wanted}" ({found})')
+    if problems:
+        lines = "\n".join(f'    {name} = "{wanted}"' for name, wanted in ASYNCIO_SETTINGS.items())
+        raise pytest.UsageError(
+            "harbordb.testing.plugin needs these pytest-asyncio settings: "
+            + "; ".join(problems)
+            + ". Put these lines under [tool.pytest.ini_options] in pyproject.toml "
+            + f"(or [pytest] in pytest.ini):\n{lines}"
+        )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
