@@ -26,7 +26,13 @@ class Settings:
 
     `pooler="external"` means a transaction pooler (PgBouncer, Supavisor) sits
     between the service and PostgreSQL: harbordb then keeps no pool of its own.
-    The pool_* fields apply to `pooler="none"` only.
+    The pool_* and max_overflow fields apply to `pooler="none"` only.
+
+    Waits, in seconds: `pool_timeout` bounds a unit of work's wait for one of
+    the ``pool_size + max_overflow`` connections (first come, first served,
+    `Unavailable` after it); `connect_timeout` bounds opening a connection
+    (the TCP or Unix socket connect and the login, through a pooler too). A
+    unit of work's own ``timeout=`` bounds both, and its statements.
     """
 
     database_url: str | None = None
@@ -36,6 +42,7 @@ class Settings:
     max_overflow: int = 10
     pool_recycle: float = 1800.0
     pool_timeout: float = 30.0
+    connect_timeout: float = 10.0
     # A pooled connection idle longer than this is pinged on checkout (0: always).
     pool_ping_after: float = 1.0
     # The N+1 detector's default for every unit of work: "raise", "warn" or None (off).
@@ -53,6 +60,7 @@ class Settings:
             "pool_recycle",
             "pool_timeout",
             "pool_ping_after",
+            "connect_timeout",
         ):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")

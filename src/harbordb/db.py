@@ -28,8 +28,10 @@ from typing_extensions import TypeVar as DefaultTypeVar
 from harbordb.config import Pooler, Settings, check_pooler
 from harbordb.errors import ConfigurationError
 from harbordb.nplusone import NPlusOneMode
+from harbordb.pool import ConnectionGate
 from harbordb.retry import run_with_retries
-from harbordb.uow import Duration, IsolationLevel, UnitOfWork, UnitOfWorkOptions
+from harbordb.transaction import Duration
+from harbordb.uow import IsolationLevel, UnitOfWork, UnitOfWorkOptions
 
 T = TypeVar("T")
 UoWT = DefaultTypeVar("UoWT", bound=UnitOfWork, default=UnitOfWork)
@@ -105,6 +107,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # SET LOCAL, never as startup parameters, which PgBouncer refuses.
             "statement_cache_size": 0,
             "server_settings": {"application_name": settings.application_name},
+            # Bounds the connect and the login (asyncpg's default is 60 s).
+            "timeout": settings.connect_timeout,
         },
     }
     if settings.pooler == "external":
@@ -118,10 +122,26 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.pool_timeout,
         **options,
     )
+    _listen_for_pings(engine, settings)
+    return engine
+
+
+def connection_gate(settings: Settings) -> ConnectionGate | None:
+    """The FIFO admission in front of harbordb's own pool (`harbordb.pool`); none
+    behind an external pooler, which queues clients itself."""
+    if settings.pooler == "external":
+        return None
+    return ConnectionGate(
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        timeout=settings.pool_timeout,
+    )
+
+
+def _listen_for_pings(engine: AsyncEngine, settings: Settings) -> None:
     ping = _Ping(settings.pool_ping_after)
     event.listen(engine.sync_engine.pool, "checkin", ping.checkin)
     event.listen(engine.sync_engine.pool, "checkout", ping.checkout)
-    return engine
 
 
 class _Ping:
@@ -235,6 +255,7 @@ class Database(Generic[UoWT]):
             "pool_recycle",
             "pool_timeout",
             "pool_ping_after",
+            "connect_timeout",
         }
         if unknown:
             raise ConfigurationError(f"unknown Database option(s): {', '.join(sorted(unknown))}")
@@ -242,6 +263,7 @@ class Database(Generic[UoWT]):
             **{**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
         )
         self.engine: AsyncEngine = create_engine(self.settings)
+        self._gate = connection_gate(self.settings)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
@@ -261,6 +283,7 @@ class Database(Generic[UoWT]):
         role: str | None = None,
         nplusone: NPlusOneMode | Literal["off"] | None = None,
         connection: AsyncConnection | None = None,
+        timeout: Duration | None = None,
     ) -> UoWT:
         """A unit of work (of the `unit_of_work` class): one session and one transaction,
         committed only on request.
@@ -275,6 +298,10 @@ class Database(Generic[UoWT]):
         - `nplusone`: "raise", "warn" or "off"; None takes `Settings.nplusone`.
         - `connection`: join this connection's open transaction (tests): the unit of
           work runs in a SAVEPOINT, and its `commit()` releases the savepoint.
+        - `timeout`: seconds (or a timedelta) for entering the block: waiting for
+          a pooled connection, connecting (and a pooler's queue); each statement's
+          timeout is then capped by what is left. Past it, `Unavailable` (waits)
+          or `Timeout` (a statement). None: only `pool_timeout`, `connect_timeout`.
 
         Options are validated here, before any SQL is sent.
         """
@@ -301,6 +328,8 @@ class Database(Generic[UoWT]):
             nplusone=None if nplusone == "off" else nplusone,
             roles=self.settings.roles,
             claims_setting=self.settings.claims_setting,
+            timeout=timeout,
+            gate=self._gate if connection is None else None,
         )
 
     async def run(

@@ -9,6 +9,8 @@
     ├── LazyLoadDetected       the N+1 detector saw relationship loads per parent row
     ├── UnitOfWorkClosed       a unit of work was used after it ended (also a RuntimeError)
     ├── AfterCommitError       committed, but an after-commit callback raised
+    ├── CommitUncertain        COMMIT was sent, then the connection or the task was lost:
+    │                          the transaction may or may not have committed (never retried)
     └── DatabaseError          PostgreSQL refused a statement; `.sqlstate` tells why
         ├── IntegrityError
         │   ├── Conflict               23505 unique violation (`.constraint`)
@@ -17,27 +19,39 @@
         ├── PermissionDenied       42501 missing privilege or row-level security refusal
         ├── Retryable              40001 serialization failure, 40P01 deadlock
         ├── Timeout                57014 statement timeout or cancel, 55P03 lock timeout
-        └── Unavailable            08xxx, 57P01-57P03, a lost or refused connection
+        └── Unavailable            08xxx, 53xxx, 57P0x, a lost or refused connection, no
+                                   pooled connection free in time
 
     NPlusOneWarning (a UserWarning): what the N+1 detector emits in "warn" mode
 
 The inventory's refusals (`InsufficientStock`, `ReservationExpired`,
 `CheckoutFailed`) are HarborErrors defined with their domain in
-`harbor_commerce.inventory`.
+`harbor_commerce.inventory`. `InvalidInput` (a `ConfigurationError`) is an
+argument refused before any SQL: a number out of range, a string PostgreSQL
+cannot store.
 
 Database errors are translated from the SQLSTATE the server sent, never from
-message text. The driver's exception is chained as ``__cause__``. Messages
-name the constraint and the SQLSTATE but never carry bound parameter values.
-Wrap driver calls in `translating()` to get harbordb errors out of them.
+message text. Messages name the SQLSTATE, constraint, table and column but
+never carry bound values, and neither does what is chained: the driver's
+exception (whose DETAIL quotes the row, and whose encoding errors quote the
+argument) is replaced by a `DriverError` summary holding only its class name
+and those names, so ``logger.exception`` and ``traceback.format_exception`` are
+safe to log. Set ``HARBORDB_CHAIN_DRIVER_ERRORS=1`` to chain the driver's own
+exception instead (local debugging only: it carries the values). Wrap driver
+calls in `translating()` to get harbordb errors out of them.
 """
 
 from __future__ import annotations
 
-import socket
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+# Opt-in (debugging only): chain the driver's exception, bound values and all.
+CHAIN_DRIVER_ERRORS_ENV = "HARBORDB_CHAIN_DRIVER_ERRORS"
 
 
 class HarborError(Exception):
@@ -46,6 +60,10 @@ class HarborError(Exception):
 
 class ConfigurationError(HarborError, ValueError):
     """Settings or a database URL are unusable."""
+
+
+class InvalidInput(ConfigurationError):
+    """An argument was refused before any SQL: out of PostgreSQL's range or not storable."""
 
 
 class NotFound(HarborError):
@@ -74,6 +92,16 @@ class AfterCommitError(HarborError):
     def __init__(self, message: str, errors: list[Exception]):
         super().__init__(message)
         self.errors = errors
+
+
+class CommitUncertain(HarborError):
+    """COMMIT was sent, then the connection was lost or the task was cancelled.
+
+    The transaction may or may not have committed; nothing in harbordb can tell
+    which, so `Database.run` never re-runs it. Make such writes idempotent (a
+    unique request key: calling again finds the first write) and call again, or
+    look the result up before deciding.
+    """
 
 
 class NPlusOneWarning(UserWarning):
@@ -118,7 +146,14 @@ class Timeout(DatabaseError):
 
 
 class Unavailable(DatabaseError):
-    """The server or the connection went away (08xxx, 57P01-57P03)."""
+    """The server or the connection went away, or none was free in time.
+
+    08xxx (connection exceptions), 53xxx (insufficient resources, 53300 too
+    many connections), 57P0x (shutdown, crash, cannot connect now), an OS or
+    network error while connecting (a refused port, a missing socket file), a
+    pool with no free connection within its wait. Temporary: retry later, in
+    a new unit of work, unless `CommitUncertain` was raised instead.
+    """
 
 
 _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
@@ -131,10 +166,15 @@ _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
     "40P01": Retryable,
     "57014": Timeout,
     "55P03": Timeout,
-    "57P01": Unavailable,
-    "57P02": Unavailable,
-    "57P03": Unavailable,
 }
+
+# SQLSTATE class (first two characters, or a longer prefix) -> error, after exact codes.
+_BY_PREFIX: tuple[tuple[str, type[DatabaseError]], ...] = (
+    ("08", Unavailable),  # connection exception
+    ("53", Unavailable),  # insufficient resources: too many connections, out of memory, disk full
+    ("57P", Unavailable),  # operator intervention: shutdown, crash, cannot connect now
+    ("23", IntegrityError),
+)
 
 _DESCRIPTIONS: dict[type[DatabaseError], str] = {
     Conflict: "unique constraint violated",
@@ -169,24 +209,73 @@ def _driver_error(exc: BaseException) -> BaseException | None:
     return found
 
 
-# Failures to reach the server: a refused or reset connection, a timeout, DNS.
-# Connecting, the driver raises these unwrapped.
-_NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
-
-
 def _is_lost_connection(exc: BaseException) -> bool:
-    """SQLAlchemy marks disconnects; a network error may also sit anywhere in the chain."""
+    """SQLAlchemy marks disconnects; an OS or network error (a refused port, a reset,
+    a missing Unix socket file, DNS) may also sit anywhere in the chain."""
     if getattr(exc, "connection_invalidated", False):
         return True
-    return any(isinstance(link, _NETWORK_ERRORS) for link in _chain(exc))
+    return any(isinstance(link, OSError | DisconnectionError) for link in _chain(exc))
+
+
+class DriverError(Exception):
+    """What harbordb chains in place of the driver's exception: its class and names only.
+
+    The driver's own message may quote bound values (a DETAIL such as
+    ``Key (email)=(...)``, an argument that failed to encode); this summary keeps
+    the class name, SQLSTATE, constraint, schema, table, column and data type name.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        self.driver_class = f"{type(original).__module__}.{type(original).__qualname__}"
+        self.names: dict[str, str] = {}
+        for attr in ("sqlstate", "constraint_name", "schema_name", "table_name", "column_name",
+                     "data_type_name"):  # fmt: skip
+            value = getattr(original, attr, None)
+            if isinstance(value, str) and value:
+                self.names[attr] = value
+        fields = ", ".join(f"{key}={value}" for key, value in self.names.items())
+        super().__init__(f"{self.driver_class}" + (f" ({fields})" if fields else ""))
+
+
+def _chain_driver_errors() -> bool:
+    return os.environ.get(CHAIN_DRIVER_ERRORS_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """What a translated error chains: a `DriverError` summary, or `exc` when opted in."""
+    if _chain_driver_errors():
+        return exc
+    links = list(_chain(exc))
+    return DriverError(_driver_error(exc) or links[-1])
 
 
 def translate(exc: BaseException) -> DatabaseError | None:
-    """The harbordb error for a driver or SQLAlchemy exception, or None if it is not one."""
+    """The harbordb error for a driver or SQLAlchemy exception, or None if it is not one.
+
+    The result's ``__cause__`` is set (see `DriverError`): raise it with a plain
+    ``raise error``, never ``raise error from exc``.
+    """
+    error = _translate(exc)
+    if error is not None:
+        error.__cause__ = _cause(exc)
+        error.__suppress_context__ = True  # the original may become __context__ when raised
+    return error
+
+
+def _translate(exc: BaseException) -> DatabaseError | None:
+    if isinstance(exc, HarborError):
+        return None
+    if isinstance(exc, PoolTimeoutError) and not isinstance(exc, DBAPIError):
+        # SQLAlchemy's pool waited its pool_timeout; its message holds only numbers.
+        return Unavailable(f"no pooled database connection free in time ({exc.args[0]})")
     driver = _driver_error(exc)
     if driver is None:
         if _is_lost_connection(exc):
-            return Unavailable("database connection unavailable (connection lost)")
+            innermost = list(_chain(exc))[-1]
+            return Unavailable(
+                f"database connection unavailable (connection lost or refused: "
+                f"{type(innermost).__name__})"
+            )
         if isinstance(exc, DBAPIError):
             # A driver-side failure without a SQLSTATE: name its class, not its
             # message, which may quote a parameter that failed to encode.
@@ -196,28 +285,22 @@ def translate(exc: BaseException) -> DatabaseError | None:
     sqlstate: str = driver.sqlstate  # type: ignore[attr-defined]
     cls = _BY_SQLSTATE.get(sqlstate)
     if cls is None:
-        if sqlstate.startswith("08"):
-            cls = Unavailable
-        elif sqlstate.startswith("23"):
-            cls = IntegrityError
-        else:
-            cls = DatabaseError
+        cls = next((c for prefix, c in _BY_PREFIX if sqlstate.startswith(prefix)), DatabaseError)
     constraint = getattr(driver, "constraint_name", None)
     message = f"{_DESCRIPTIONS[cls]} (SQLSTATE {sqlstate}"
     if constraint:
         message += f", constraint {constraint}"
-    table = getattr(driver, "table_name", None)
-    if table:
-        message += f", table {table}"
+    for label, attr in (("table", "table_name"), ("column", "column_name")):
+        name = getattr(driver, attr, None)
+        if name:
+            message += f", {label} {name}"
     message += ")"
     return cls(message, sqlstate=sqlstate, constraint=constraint)
 
 
 def is_driver_error(exc: BaseException) -> bool:
-    """Whether `exc` is a database error from SQLAlchemy or the driver (not a bare OSError)."""
-    if isinstance(exc, HarborError):
-        return False
-    return isinstance(exc, DBAPIError) or _driver_error(exc) is not None
+    """Whether `exc` is a failure of the database or of reaching it (`translate` maps it)."""
+    return _translate(exc) is not None
 
 
 @contextmanager
@@ -236,4 +319,8 @@ def translating() -> Iterator[None]:
         error = translate(exc)
         if error is None:
             raise
-        raise error from exc
+    else:
+        return
+    # Raised outside the ``except`` block, so that the driver's exception is not
+    # kept as ``__context__`` either.
+    raise error

@@ -3,8 +3,9 @@
 A serialization failure (40001) or a deadlock (40P01) rolls the whole
 transaction back, so the only safe retry is of the whole function, in a new
 transaction. `Database.run` does that; the loop lives here. Nothing else is
-retried: not `Unavailable` either, since a connection lost during COMMIT
-leaves unknown whether the transaction committed.
+retried: not `Unavailable`, and never `CommitUncertain` (a connection lost or
+a task cancelled during COMMIT leaves unknown whether the transaction
+committed: only the service knows whether its write may run twice).
 
 Backoff is "full jitter": before re-run n (0-based) sleep a uniformly random
 time in [0, min(MAX_DELAY, BASE_DELAY * 2**n)], so that transactions that
@@ -15,11 +16,12 @@ importing harbordb without removing any logic.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+import anyio
 
 from harbordb.errors import ConfigurationError, Retryable
 from harbordb.uow import UnitOfWork
@@ -73,4 +75,4 @@ async def run_with_retries(
                 attempt,
                 retries,
             )
-            await asyncio.sleep(delay)
+            await anyio.sleep(delay)

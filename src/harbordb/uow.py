@@ -30,41 +30,38 @@ PgBouncer in transaction mode.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self, TypedDict, TypeVar, get_args
 
 import anyio
-from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from harbordb.errors import (
     AfterCommitError,
+    CommitUncertain,
     ConfigurationError,
     DatabaseError,
     HarborError,
     PermissionDenied,
+    Unavailable,
     UnitOfWorkClosed,
     is_driver_error,
     translate,
     translating,
 )
 from harbordb.nplusone import NPlusOneDetector, NPlusOneMode
+from harbordb.pool import ConnectionGate
 from harbordb.repository import Repository
+from harbordb.transaction import Duration, milliseconds, setup_statement, transaction_settings
 
 IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
-Duration = float | timedelta
 AfterCommitCallback = Callable[[], object]
 
 # Seconds a rollback and close may take once the unit of work is being cancelled.
 CLEANUP_TIMEOUT = 10.0
-
-# PostgreSQL's timeouts are a 32-bit number of milliseconds.
-_MAX_TIMEOUT_MS = 2**31 - 1
 
 # The setting row-level security policies read the claims from, unless the
 # service names another (`Database(claims_setting=...)`): PostgREST's name.
@@ -85,6 +82,7 @@ class UnitOfWorkOptions(TypedDict, total=False):
     claims: Mapping[str, Any] | None
     role: str | None
     nplusone: NPlusOneMode | Literal["off"] | None
+    timeout: Duration | None
 
 
 class UnitOfWork:
@@ -110,6 +108,8 @@ class UnitOfWork:
         nplusone: NPlusOneMode | None = None,
         roles: Mapping[str, str] = _NO_ROLES,
         claims_setting: str = CLAIMS_SETTING,
+        timeout: Duration | None = None,
+        gate: ConnectionGate | None = None,
     ) -> None:
         if isolation_level is not None and isolation_level not in get_args(IsolationLevel):
             raise ConfigurationError(
@@ -117,7 +117,7 @@ class UnitOfWork:
             )
         self._session = session
         self._isolation_level = isolation_level
-        self._settings = _transaction_settings(
+        self._settings = transaction_settings(
             read_only=read_only,
             statement_timeout=statement_timeout,
             lock_timeout=lock_timeout,
@@ -127,6 +127,9 @@ class UnitOfWork:
             claims_setting=claims_setting,
         )
         self._role = role
+        self._timeout = None if timeout is None else milliseconds("timeout", timeout) / 1000
+        self._gate = gate
+        self._holds_slot = False
         self._detector = NPlusOneDetector(nplusone) if nplusone is not None else None
         self._state: Literal["new", "open", "committed", "closed"] = "new"
         self._callbacks: list[AfterCommitCallback] = []
@@ -140,15 +143,12 @@ class UnitOfWork:
         self._state = "open"
         if self._detector is not None:
             self._detector.attach(self._session.sync_session)
+        deadline = math.inf if self._timeout is None else anyio.current_time() + self._timeout
         try:
-            with translating():
-                # Connect now, so that an unreachable server fails at `async with`.
-                level = self._isolation_level
-                options = {"isolation_level": level} if level else None
-                await self._session.connection(execution_options=options)
-                if self._settings:
-                    statement, params = _setup_statement(self._settings)
-                    await self._session.execute(statement, params)
+            if self._gate is not None:
+                await self._gate.acquire(deadline)
+                self._holds_slot = True
+            await self._begin(deadline)
         except DatabaseError as exc:
             await self._finish()
             refused = _role_error(exc, self._role, self._settings.get("role"))
@@ -159,6 +159,28 @@ class UnitOfWork:
             await self._finish()
             raise
         return self
+
+    async def _begin(self, deadline: float) -> None:
+        """Connect and apply the settings now, so that an unreachable server fails at
+        `async with`; within `deadline`, which also caps the statement timeout."""
+        settings = dict(self._settings)
+        if deadline < math.inf:
+            remaining = max(1, math.ceil((deadline - anyio.current_time()) * 1000))
+            given = settings.get("statement_timeout")
+            if given is None or int(given.removesuffix("ms")) > remaining:
+                settings["statement_timeout"] = f"{remaining}ms"
+        with anyio.move_on_after(deadline - anyio.current_time()) as scope, translating():
+            level = self._isolation_level
+            options = {"isolation_level": level} if level else None
+            await self._session.connection(execution_options=options)
+            if settings:
+                statement, params = setup_statement(settings)
+                await self._session.execute(statement, params)
+        if scope.cancelled_caught:
+            raise Unavailable(
+                f"the unit of work's timeout ({self._timeout:.3g} s) passed while connecting "
+                "to the database (or waiting for the pooler to hand out a server connection)"
+            )
 
     async def __aexit__(
         self,
@@ -175,7 +197,7 @@ class UnitOfWork:
         if exc is not None and is_driver_error(exc):
             error = translate(exc)
             if error is not None:
-                raise error from exc
+                raise error  # chained to a summary of `exc` (errors.DriverError)
 
     async def _finish(self) -> None:
         """Roll back unless committed, close the session, end the unit of work.
@@ -196,22 +218,53 @@ class UnitOfWork:
             finally:
                 if self._detector is not None:
                     self._detector.detach()
-                await self._session.close()
+                try:
+                    await self._session.close()
+                finally:
+                    self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._holds_slot and self._gate is not None:
+            self._holds_slot = False
+            self._gate.release()
 
     async def commit(self) -> None:
         """Commit, then run the after-commit callbacks; the unit of work is then finished.
 
-        If the commit fails, nothing is committed and no callback runs. If
-        callbacks raise, the rest still run and `AfterCommitError` is raised
-        after them: the data is committed all the same, so never retry then.
+        Pending changes are flushed first: if that fails, nothing is committed.
+        If the connection is lost or the task cancelled once COMMIT is on its
+        way, the outcome is unknown: `CommitUncertain` (never retried by
+        `Database.run`; see `harbordb.errors`). Any other failure of the commit
+        means nothing was committed, and no callback runs. If callbacks raise,
+        the rest still run and `AfterCommitError` is raised after them: the data
+        is committed all the same, so never retry then.
         """
         session = self.session
         self._state = "committed"  # from here on, the unit of work is unusable
         try:
             with translating():
-                await session.commit()
+                await session.flush()
+            if await _connection_lost(session):  # nothing sent: nothing committed
+                raise Unavailable("database connection lost before COMMIT: nothing committed")
         except BaseException:
             self._state = "closed"  # closing the session at the block's end rolls back
+            raise
+        try:
+            with translating():
+                await session.commit()
+        except Unavailable as exc:
+            self._state = "closed"
+            raise CommitUncertain(
+                "the connection was lost while committing: the transaction may or may not "
+                f"have committed ({exc})"
+            ) from exc
+        except anyio.get_cancelled_exc_class() as exc:
+            self._state = "closed"
+            raise CommitUncertain(
+                "cancelled while committing: the transaction may or may not have committed"
+            ) from exc
+        except BaseException:
+            self._state = "closed"
             raise
         await self._run_callbacks()
 
@@ -295,48 +348,22 @@ class UnitOfWork:
         return f"<{type(self).__name__} {self._state}>"
 
 
+async def _connection_lost(session: AsyncSession) -> bool:
+    """Whether the driver already knows the session's connection is gone (no round trip)."""
+    try:
+        connection = await session.connection()
+        driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+        return bool(driver is None or driver.is_closed())
+    except Exception:
+        return True
+
+
 def _closed_message(state: str) -> str:
     if state == "new":
         return "the unit of work has not started: use it as `async with db.unit_of_work() as uow`"
     if state == "committed":
         return "the unit of work was committed and is finished: open a new one"
     return "the unit of work has ended (rolled back): open a new one"
-
-
-def _transaction_settings(
-    *,
-    read_only: bool,
-    statement_timeout: Duration | None,
-    lock_timeout: Duration | None,
-    claims: Mapping[str, Any] | None,
-    role: str | None,
-    roles: Mapping[str, str],
-    claims_setting: str,
-) -> dict[str, str]:
-    """Validate the options; return the settings to apply, name -> value."""
-    settings: dict[str, str] = {}
-    if not isinstance(read_only, bool):
-        raise ConfigurationError("read_only must be True or False")
-    if read_only:
-        # What SET TRANSACTION READ ONLY sets.
-        settings["transaction_read_only"] = "on"
-    if statement_timeout is not None:
-        settings["statement_timeout"] = f"{_milliseconds('statement_timeout', statement_timeout)}ms"
-    if lock_timeout is not None:
-        settings["lock_timeout"] = f"{_milliseconds('lock_timeout', lock_timeout)}ms"
-    if role is not None:
-        if role not in roles:
-            allowed = ", ".join(sorted(roles)) or "none: configure Database(roles={...})"
-            raise ConfigurationError(f"unknown role {role!r}: a unit of work may assume {allowed}")
-        settings["role"] = roles[role]
-    if claims is not None:
-        if not isinstance(claims, Mapping):
-            raise ConfigurationError("claims must be a mapping (the decoded JWT payload)")
-        try:
-            settings[claims_setting] = json.dumps(dict(claims), separators=(",", ":"))
-        except (TypeError, ValueError):
-            raise ConfigurationError("claims must be JSON-serialisable") from None
-    return settings
 
 
 def _role_error(
@@ -359,29 +386,3 @@ def _role_error(
         f"{database_role!r} (GRANT {database_role} TO <the service's user>)",
         sqlstate=error.sqlstate,
     )
-
-
-def _milliseconds(name: str, value: Duration) -> int:
-    """A positive duration (seconds or a timedelta) in whole milliseconds, rounded up."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ConfigurationError(f"{name} must be a number of seconds or a timedelta")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(f"{name} must be a positive, finite duration")
-    milliseconds = math.ceil(seconds * 1000)
-    if milliseconds > _MAX_TIMEOUT_MS:
-        raise ConfigurationError(f"{name} must be at most {_MAX_TIMEOUT_MS // 1000} seconds")
-    return milliseconds
-
-
-def _setup_statement(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:
-    """One ``SELECT set_config(:name, :value, true), ...`` for every setting."""
-    calls = ", ".join(f"set_config(:name_{i}, :value_{i}, true)" for i in range(len(settings)))
-    params: dict[str, str] = {}
-    for i, (name, value) in enumerate(settings.items()):
-        params[f"name_{i}"] = name
-        params[f"value_{i}"] = value
-    return text(f"SELECT {calls}"), params

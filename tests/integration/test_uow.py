@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy.exc
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tests.library.models import Author, Book, BookStatus
@@ -26,6 +25,7 @@ from harbordb.errors import (
     ConfigurationError,
     Conflict,
     DatabaseError,
+    DriverError,
     UnitOfWorkClosed,
 )
 from harbordb.uow import UnitOfWork
@@ -208,7 +208,7 @@ async def test_savepoint_translates_errors_and_the_unit_of_work_goes_on(
             await insert_duplicate()
         for caught in (flushed, raw):
             assert caught.value.constraint == "uq_authors_email"
-            assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
+            assert isinstance(caught.value.__cause__, DriverError)
         assert await _count_in(await uow.session.connection(), email) == 1
         await uow.commit()
     assert await _count_in(db_connection, email) == 1
@@ -225,7 +225,7 @@ async def test_errors_escaping_the_block_are_translated(
     with pytest.raises(Conflict) as caught:
         async with database.unit_of_work(connection=db_connection) as uow:
             await uow.session.execute(insert(Author).values(email=email, name="again"))
-    assert isinstance(caught.value.__cause__, sqlalchemy.exc.IntegrityError)
+    assert isinstance(caught.value.__cause__, DriverError)
 
 
 async def test_a_failed_commit_is_translated_and_ends_the_unit_of_work(

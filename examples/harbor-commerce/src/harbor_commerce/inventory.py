@@ -61,7 +61,8 @@ from harbor_commerce.models import (
 )
 from harbor_commerce.uow import CommerceWork
 from harbordb import Database
-from harbordb.errors import HarborError, NotFound, translating
+from harbordb.errors import HarborError, InvalidInput, NotFound, translating
+from harbordb.inputs import check_bigint, check_text
 from harbordb.repository import any_of
 from harbordb.uow import UnitOfWorkOptions
 
@@ -214,7 +215,7 @@ class Inventory:
         no more stock. Raises `InsufficientStock` (with what is
         available), `NotFound` (unknown variant or archived product),
         `ReservationExpired` (this order_ref's reservation of the variant
-        already lapsed), and `ValueError` for a bad argument, before any SQL.
+        already lapsed), and `InvalidInput` (a ValueError) for a bad argument, before any SQL.
 
         Two statements when it reserves or finds the existing reservation,
         three when stock is short after all (see the module's statement notes).
@@ -340,13 +341,13 @@ class Inventory:
         With ``uow=``, runs exactly one batch in the caller's transaction.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-            raise ValueError("batch_size must be a whole number")
+            raise InvalidInput("batch_size must be a whole number")
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+            raise InvalidInput(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
         if max_batches is not None and (
             isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
         ):
-            raise ValueError("max_batches must be a whole number >= 1, or None")
+            raise InvalidInput("max_batches must be a whole number >= 1, or None")
 
         async def batch(uow: CommerceWork) -> int:
             with translating():
@@ -628,22 +629,24 @@ def _lock_order_statement(order_ref: str) -> Executable:
 
 
 def _check_id(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive whole number")
+    """A positive whole number within BIGINT (an `InvalidInput`, also a ValueError)."""
+    check_bigint(name, value, minimum=1)
 
 
 def _check_qty(qty: object) -> None:
     if isinstance(qty, bool) or not isinstance(qty, int):
-        raise ValueError("qty must be a whole number")
+        raise InvalidInput("qty must be a whole number")
     if not 0 < qty <= MAX_QTY:
-        raise ValueError(f"qty must be between 1 and {MAX_QTY}, got {qty}")
+        raise InvalidInput(f"qty must be between 1 and {MAX_QTY}, got {qty}")
 
 
 def _check_order_ref(order_ref: object) -> None:
-    if not isinstance(order_ref, str) or not order_ref.strip():
-        raise ValueError("order_ref must be a non-empty string")
+    check_text("order_ref", order_ref)
+    assert isinstance(order_ref, str)
+    if not order_ref.strip():
+        raise InvalidInput("order_ref must be a non-empty string")
     if len(order_ref) > ORDER_REF_LENGTH:
-        raise ValueError(
+        raise InvalidInput(
             f"order_ref must be at most {ORDER_REF_LENGTH} characters, got {len(order_ref)}"
         )
 
@@ -654,7 +657,7 @@ def _check_ttl(ttl: object) -> timedelta:
     elif isinstance(ttl, int | float) and not isinstance(ttl, bool) and math.isfinite(ttl):
         value = timedelta(seconds=ttl)
     else:
-        raise ValueError("ttl must be a timedelta or a finite number of seconds")
+        raise InvalidInput("ttl must be a timedelta or a finite number of seconds")
     if not MIN_TTL <= value <= MAX_TTL:
-        raise ValueError(f"ttl must be between {MIN_TTL} and {MAX_TTL}, got {value}")
+        raise InvalidInput(f"ttl must be between {MIN_TTL} and {MAX_TTL}, got {value}")
     return value
