@@ -20,10 +20,14 @@ BIGINT_MAX = 2**63 - 1
 
 def check_bigint(name: str, value: object, *, minimum: int = BIGINT_MIN) -> int:
     """An int that fits PostgreSQL's BIGINT (and is >= `minimum`); bools are refused."""
+    if minimum == 1:
+        wanted = f"{name} must be a positive whole number of at most {BIGINT_MAX}"
+    else:
+        wanted = f"{name} must be a whole number between {minimum} and {BIGINT_MAX}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{name} must be an integer, got {type(value).__name__}")
+        raise InvalidInput(f"{wanted}, got {type(value).__name__}")
     if not minimum <= value <= BIGINT_MAX:
-        raise InvalidInput(f"{name} is out of range: it must be between {minimum} and {BIGINT_MAX}")
+        raise InvalidInput(f"{wanted} (BIGINT)")
     return value
 
 

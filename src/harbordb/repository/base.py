@@ -20,7 +20,8 @@ from sqlalchemy.orm import ColumnProperty, Mapper
 from sqlalchemy.sql.base import ExecutableOption
 from sqlalchemy.sql.schema import Index, PrimaryKeyConstraint, Table, UniqueConstraint
 
-from harbordb.errors import ConfigurationError, translating
+from harbordb.errors import ConfigurationError, InvalidInput, translating
+from harbordb.inputs import BIGINT_MAX
 from harbordb.pagination import SortKey
 from harbordb.repository.ordering import (
     Ordering,
@@ -72,7 +73,7 @@ class RepositoryBase(Generic[ModelT]):
             raise ConfigurationError(f"{cls.__name__}.model must be a mapped class, got {model!r}")
         owner = cls.__name__
         cls._plan = compile_plan(mapper, tuple(cls.load), f"{owner}.load")
-        cls._ordering = parse_ordering(mapper, tuple(cls.order_by), f"{owner}.order_by")
+        cls._ordering = parse_ordering(mapper, cls.order_by, f"{owner}.order_by")
         if cls.upsert_on:
             check_conflict_target(mapper, tuple(cls.upsert_on), f"{owner}.upsert_on")
         for name in cls.search_columns:
@@ -138,7 +139,7 @@ class RepositoryBase(Generic[ModelT]):
     def _resolved_ordering(self, order_by: Ordering | None) -> tuple[Sort, ...]:
         if order_by is None:
             return self._ordering
-        return parse_ordering(mapper_of(self.model), tuple(order_by), "order_by")
+        return parse_ordering(mapper_of(self.model), order_by, "order_by")
 
     def _pk_equals(self, id: Any) -> ColumnElement[bool]:
         pk = mapper_of(self.model).primary_key
@@ -217,10 +218,11 @@ def table_of(model: type[Any]) -> Table:
 
 
 def check_limit(limit: object, maximum: int | None) -> int:
-    """`limit` if it is an int >= 1 (and <= `maximum`), else `ValueError`."""
-    if type(limit) is not int or limit < 1 or (maximum is not None and limit > maximum):
-        bound = f" and <= {maximum}" if maximum is not None else ""
-        raise ValueError(f"limit must be an int >= 1{bound}, got {limit!r}")
+    """`limit` if it is an int >= 1 (and <= `maximum`, else BIGINT's maximum), else
+    `InvalidInput` (a ValueError), before any SQL."""
+    bound = BIGINT_MAX if maximum is None else maximum
+    if type(limit) is not int or not 1 <= limit <= bound:
+        raise InvalidInput(f"limit must be an int >= 1 and <= {bound}, got {limit!r}")
     return limit
 
 

@@ -13,11 +13,17 @@ from sqlalchemy import ColumnElement, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import QueryableAttribute
 
+from harbordb.inputs import check_text
+
 
 def contains(
     column: ColumnElement[str] | QueryableAttribute[str], text: str
 ) -> ColumnElement[bool]:
-    """Case-insensitive substring match on user text: ``%``, ``_`` and ``\\`` match literally."""
+    """Case-insensitive substring match on user text: ``%``, ``_`` and ``\\`` match literally.
+
+    Text PostgreSQL cannot hold (a NUL, a lone surrogate) is `InvalidInput` here.
+    """
+    check_text("search text", text)
     return column.ilike(f"%{escape_like(text)}%", escape="\\")
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.sql.operators import desc_op
 from sqlalchemy.sql.schema import Column
 
-from harbordb.errors import ConfigurationError
+from harbordb.errors import ConfigurationError, InvalidInput
 from harbordb.pagination import SortKey, check_sortable
 
 Ordering = Sequence[str | ColumnElement[Any] | QueryableAttribute[Any]]
@@ -37,13 +37,20 @@ class Sort:
 
 def parse_ordering(mapper: Mapper[Any], ordering: Sequence[Any], owner: str) -> tuple[Sort, ...]:
     """`ordering` on `mapper`'s class, checked; errors start with `owner`."""
+    if isinstance(ordering, str | bytes) or not isinstance(ordering, Sequence):
+        raise InvalidInput(
+            f'{owner}: order_by takes a sequence of items, such as ("-created_at",), '
+            f"not {type(ordering).__name__}"
+        )
     sorts = []
     for item in ordering:
         descending = False
         target = item
         if isinstance(item, str):
             descending = item.startswith("-")
-            name = item.lstrip("-+")
+            name = item[1:] if item[:1] in ("-", "+") else item
+            if name[:1] in ("-", "+"):
+                raise InvalidInput(f"{owner}: one sign at most in an order_by item, got {item!r}")
             if name not in mapper.column_attrs:
                 raise ConfigurationError(
                     f"{owner}: {mapper.class_.__name__} has no column {name!r} to order by"

@@ -26,7 +26,8 @@ from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, true
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from harbordb.errors import translating
+from harbordb.errors import InvalidInput, translating
+from harbordb.inputs import BIGINT_MAX
 from harbordb.pagination import (
     OffsetPage,
     Page,
@@ -132,9 +133,11 @@ class PageMethods(RepositoryBase[ModelT]):
         OFFSET reads and discards the rows before the page, so deep pages get
         slower; use `page` for feeds and APIs. An exact total by default.
         """
-        if type(page) is not int or page < 1:
-            raise ValueError(f"page must be an int >= 1, got {page!r}")
         limit = check_limit(limit, self.max_limit)
+        if type(page) is not int or not 1 <= page <= BIGINT_MAX // limit:
+            raise InvalidInput(
+                f"page must be an int >= 1 and <= {BIGINT_MAX // limit}, got {page!r}"
+            )
         conditions = self._conditions(filters, equals)
         query = windowed(self.select_loaded(load).where(*conditions), self.order_clauses(order_by))
         if page > 1:
