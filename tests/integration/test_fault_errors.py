@@ -13,47 +13,52 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from sqlalchemy import text, true
+from tests.library.models import Author
+from tests.library.repositories import DATABASE_OPTIONS, LibraryWork
 
-from harbor_commerce.models import Customer
-from harbor_commerce.uow import CommerceWork, commerce_database
 from harbordb import Database, HarborError, Unavailable
 from harbordb.testing.cluster import PostgresCluster, start_pgbouncer, start_postgres
 
-Op = Callable[[CommerceWork], Awaitable[object]]
+Op = Callable[[LibraryWork], Awaitable[object]]
 
 
-def _customer() -> Customer:
-    return Customer(email=f"fault-{uuid.uuid4().hex}@example.com", name="fault")
+def _author() -> Author:
+    return Author(email=f"fault-{uuid.uuid4().hex}@example.com", name="fault")
 
 
-async def _savepoint(uow: CommerceWork) -> None:
+def library_database(url: str, **options: Any) -> Database[LibraryWork]:
+    return Database(url, **DATABASE_OPTIONS, **options)
+
+
+async def _savepoint(uow: LibraryWork) -> None:
     async with uow.savepoint():
         await uow.session.execute(text("SELECT 1"))
 
 
 OPERATIONS: dict[str, Op] = {
     "execute": lambda uow: uow.session.execute(text("SELECT 1")),
-    "get": lambda uow: uow.products.get(1),
-    "get_or_none": lambda uow: uow.products.get_or_none(1, load=("variants",)),
-    "get_many": lambda uow: uow.products.get_many([1, 2]),
-    "list": lambda uow: uow.products.list(limit=5),
-    "count": lambda uow: uow.products.count(),
-    "exists": lambda uow: uow.customers.exists(name="fault"),
-    "page": lambda uow: uow.products.page(limit=5),
-    "offset_page": lambda uow: uow.products.offset_page(page=2, limit=5),
-    "add": lambda uow: uow.customers.add(_customer()),
-    "add_many": lambda uow: uow.customers.add_many([_customer(), _customer()]),
-    "update": lambda uow: uow.customers.update(1, name="x"),
-    "delete": lambda uow: uow.customers.delete(1),
-    "update_where": lambda uow: uow.customers.update_where(true(), values={"name": "x"}),
-    "delete_where": lambda uow: uow.customers.delete_where(name="nobody"),
-    "upsert": lambda uow: uow.customers.upsert({"email": "f@example.com", "name": "f"}),
-    "upsert_many": lambda uow: uow.customers.upsert_many([{"email": "g@x.org", "name": "g"}]),
-    "estimated_rows": lambda uow: uow.customers.estimated_rows(),
+    "get": lambda uow: uow.books.get(1),
+    "get_or_none": lambda uow: uow.books.get_or_none(1, load=("author",)),
+    "get_many": lambda uow: uow.books.get_many([1, 2]),
+    "list": lambda uow: uow.books.list(limit=5),
+    "count": lambda uow: uow.books.count(),
+    "exists": lambda uow: uow.authors.exists(name="fault"),
+    "page": lambda uow: uow.books.page(limit=5),
+    "offset_page": lambda uow: uow.books.offset_page(page=2, limit=5),
+    "add": lambda uow: uow.authors.add(_author()),
+    "add_many": lambda uow: uow.authors.add_many([_author(), _author()]),
+    "update": lambda uow: uow.authors.update(1, name="x"),
+    "delete": lambda uow: uow.authors.delete(1),
+    "update_where": lambda uow: uow.authors.update_where(true(), values={"name": "x"}),
+    "delete_where": lambda uow: uow.authors.delete_where(name="nobody"),
+    "upsert": lambda uow: uow.authors.upsert({"email": "f@example.com", "name": "f"}),
+    "upsert_many": lambda uow: uow.authors.upsert_many([{"email": "g@x.org", "name": "g"}]),
+    "estimated_rows": lambda uow: uow.authors.estimated_rows(),
     "savepoint": _savepoint,
     "flush": lambda uow: uow.flush(),
     "commit": lambda uow: uow.commit(),
@@ -80,7 +85,7 @@ def _assert_unavailable(errors: dict[str, BaseException | None]) -> None:
 
 
 async def _every_operation_in_open_units_of_work(
-    db: Database[CommerceWork], fault: Callable[[], None]
+    db: Database[LibraryWork], fault: Callable[[], None]
 ) -> dict[str, BaseException | None]:
     """Open one unit of work per operation (connected), inject `fault`, then call each
     operation in its unit of work and leave the blocks: what came out of each."""
@@ -103,9 +108,9 @@ async def _every_operation_in_open_units_of_work(
     return errors
 
 
-async def _enter(db: Database[CommerceWork]) -> None:
+async def _enter(db: Database[LibraryWork]) -> None:
     async with db.unit_of_work() as uow:
-        await uow.products.count()
+        await uow.books.count()
 
 
 @pytest.fixture
@@ -119,14 +124,14 @@ async def private_cluster(tmp_path: Path) -> AsyncIterator[PostgresCluster]:
 
 
 async def test_a_stopped_server_gives_only_unavailable(private_cluster: PostgresCluster) -> None:
-    db = commerce_database(private_cluster.url, pool_size=len(OPERATIONS), max_overflow=2)
+    db = library_database(private_cluster.url, pool_size=len(OPERATIONS), max_overflow=2)
     async with db:
         errors = await _every_operation_in_open_units_of_work(db, private_cluster.stop)
         _assert_unavailable(errors)
         # A new unit of work, a new connection: the socket file is gone (FileNotFoundError).
         fresh = await _outcome(lambda: _enter(db))
         _assert_unavailable({"enter": fresh})
-        run = await _outcome(lambda: db.run(lambda uow: uow.products.count()))
+        run = await _outcome(lambda: db.run(lambda uow: uow.books.count()))
         _assert_unavailable({"run": run})
 
 
@@ -140,7 +145,7 @@ async def test_a_killed_pgbouncer_gives_only_unavailable(
         tmp_path / "pgb",
     )
     try:
-        async with commerce_database(bouncer.url, pooler="external") as db:
+        async with library_database(bouncer.url, pooler="external") as db:
             errors = await _every_operation_in_open_units_of_work(db, bouncer.stop)
             _assert_unavailable(errors)
             _assert_unavailable({"enter": await _outcome(lambda: _enter(db))})  # refused
@@ -149,10 +154,10 @@ async def test_a_killed_pgbouncer_gives_only_unavailable(
 
 
 async def test_an_exhausted_pool_is_unavailable_naming_its_size(migrated_url: str) -> None:
-    async with commerce_database(migrated_url, pool_size=1, max_overflow=1, pool_timeout=0.2) as db:
+    async with library_database(migrated_url, pool_size=1, max_overflow=1, pool_timeout=0.2) as db:
         async with db.unit_of_work(), db.unit_of_work():
             waited = await _outcome(lambda: _enter(db))
-            timed = await _outcome(lambda: db.run(lambda uow: uow.products.count(), timeout=0.1))
+            timed = await _outcome(lambda: db.run(lambda uow: uow.books.count(), timeout=0.1))
         _assert_unavailable({"enter": waited, "run": timed})
         assert "pool_size 1 + max_overflow 1" in str(waited)
         assert "within 0.2 s" in str(waited)
@@ -166,7 +171,7 @@ async def test_an_exhausted_pool_is_unavailable_naming_its_size(migrated_url: st
 
 
 async def test_too_many_connections_is_unavailable(
-    migrated_url: str, database: Database[CommerceWork]
+    migrated_url: str, database: Database[LibraryWork]
 ) -> None:
     role = f"harbordb_limited_{uuid.uuid4().hex[:8]}"
     async with database.engine.connect() as admin:
@@ -176,7 +181,7 @@ async def test_too_many_connections_is_unavailable(
         await admin.commit()
     url = migrated_url.replace("postgres@", f"{role}@", 1)
     try:
-        async with commerce_database(url, pool_size=2, max_overflow=0) as db:
+        async with library_database(url, pool_size=2, max_overflow=0) as db:
             async with db.unit_of_work():
                 refused = await _outcome(lambda: _enter(db))
             _assert_unavailable({"enter": refused})

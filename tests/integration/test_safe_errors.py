@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from tests.library.models import Author, Book
+from tests.library.repositories import LibraryWork
 
-from harbor_commerce.models import Customer, Product, Variant
-from harbor_commerce.uow import CommerceWork
 from harbordb import (
     CheckViolation,
     Conflict,
@@ -36,43 +36,43 @@ from harbordb.errors import CHAIN_DRIVER_ERRORS_ENV, DriverError
 SECRET_NUMBER = 918273645546372819
 
 
-async def _product(connection: AsyncConnection) -> int:
-    result = await connection.execute(insert(Product).values(name="safe").returning(Product.id))
+async def _author(connection: AsyncConnection) -> int:
+    values = {"email": f"safe-{uuid.uuid4().hex}@example.com", "name": "safe"}
+    result = await connection.execute(insert(Author).values(**values).returning(Author.id))
     return int(result.scalar_one())
 
 
 def _cases(secret: str) -> dict[str, tuple[Callable[..., Awaitable[object]], type, list[str]]]:
     """name -> (provoke(uow, connection), expected class, names the rendering must keep)."""
 
-    async def unique(uow: CommerceWork, connection: AsyncConnection) -> None:
-        await connection.execute(insert(Customer).values(email=secret, name="first"))
-        await uow.customers.add(Customer(email=secret, name="second"))
+    async def unique(uow: LibraryWork, connection: AsyncConnection) -> None:
+        await connection.execute(insert(Author).values(email=secret, name="first"))
+        await uow.authors.add(Author(email=secret, name="second"))
 
-    async def check(uow: CommerceWork, connection: AsyncConnection) -> None:
-        product = await _product(connection)
-        variant = Variant(product_id=product, sku=secret, name=secret, price_cents=-1)
-        await uow.variants.add(variant)
+    async def check(uow: LibraryWork, connection: AsyncConnection) -> None:
+        author = await _author(connection)
+        await uow.books.add(Book(author_id=author, isbn=secret, title=secret, price_cents=-1))
 
-    async def foreign_key(uow: CommerceWork, connection: AsyncConnection) -> None:
-        variant = Variant(product_id=SECRET_NUMBER, sku=secret, name="x", price_cents=1)
-        await uow.variants.add(variant)
+    async def foreign_key(uow: LibraryWork, connection: AsyncConnection) -> None:
+        book = Book(author_id=SECRET_NUMBER, isbn=secret, title="x", price_cents=1)
+        await uow.books.add(book)
 
-    async def not_null(uow: CommerceWork, connection: AsyncConnection) -> None:
-        await uow.session.execute(insert(Customer).values(email=secret, name=None))
+    async def not_null(uow: LibraryWork, connection: AsyncConnection) -> None:
+        await uow.session.execute(insert(Author).values(email=secret, name=None))
 
-    async def cast(uow: CommerceWork, connection: AsyncConnection) -> None:
+    async def cast(uow: LibraryWork, connection: AsyncConnection) -> None:
         cast = text("SELECT CAST(CAST(:value AS text) AS integer)")  # the server casts
         await uow.session.execute(cast, {"value": secret})
 
-    async def encode(uow: CommerceWork, connection: AsyncConnection) -> None:
+    async def encode(uow: LibraryWork, connection: AsyncConnection) -> None:
         # $1 is an integer: asyncpg refuses the string, quoting it in its message.
         await uow.session.execute(text("SELECT CAST(:value AS integer)"), {"value": secret})
 
     return {
-        "unique": (unique, Conflict, ["23505", "uq_customers_email", "customers"]),
-        "check": (check, CheckViolation, ["23514", "ck_variants_price_cents_non_negative"]),
-        "foreign_key": (foreign_key, ForeignKeyViolation, ["23503", "variants"]),
-        "not_null": (not_null, IntegrityError, ["23502", "customers", "name"]),
+        "unique": (unique, Conflict, ["23505", "uq_authors_email", "authors"]),
+        "check": (check, CheckViolation, ["23514", "ck_books_price_cents_non_negative"]),
+        "foreign_key": (foreign_key, ForeignKeyViolation, ["23503", "books"]),
+        "not_null": (not_null, IntegrityError, ["23502", "authors", "name"]),
         "cast": (cast, DatabaseError, ["22P02"]),
         "encode": (encode, DatabaseError, ["22000", "DataError"]),
     }
@@ -100,7 +100,7 @@ def _renderings(error: BaseException) -> dict[str, str]:
 
 
 async def _provoke(
-    database: Database[CommerceWork], connection: AsyncConnection, case: str, secret: str
+    database: Database[LibraryWork], connection: AsyncConnection, case: str, secret: str
 ) -> BaseException:
     provoke, expected, _names = _cases(secret)[case]
     with pytest.raises(DatabaseError) as caught:
@@ -112,7 +112,7 @@ async def _provoke(
 
 @pytest.mark.parametrize("case", list(_cases("")))
 async def test_no_bound_value_in_any_rendering(
-    database: Database[CommerceWork],
+    database: Database[LibraryWork],
     db_connection: AsyncConnection,
     case: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -132,7 +132,7 @@ async def test_no_bound_value_in_any_rendering(
 
 @pytest.mark.parametrize("case", ["unique", "check", "cast", "encode"])
 async def test_the_opt_in_chains_the_drivers_exception_values_and_all(
-    database: Database[CommerceWork],
+    database: Database[LibraryWork],
     db_connection: AsyncConnection,
     case: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -145,6 +145,6 @@ async def test_the_opt_in_chains_the_drivers_exception_values_and_all(
     assert secret in _renderings(error)["traceback"]
 
 
-def test_the_engine_hides_parameters(database: Database[CommerceWork]) -> None:
+def test_the_engine_hides_parameters(database: Database[LibraryWork]) -> None:
     """The chained SQLAlchemy error (opt-in) never prints the statement's parameters."""
     assert database.engine.sync_engine.hide_parameters
