@@ -1,10 +1,10 @@
 """Load worker for test_pgbouncer.py: one OS process of concurrent transactions.
 
-Run as ``python pgbouncer_load.py URL MODE TASKS TRANSACTIONS``; prints one
-JSON line ``{"ok": n, "errors": [...]}``. MODE ``harbordb`` uses
-`harbordb.Database(pooler="external")`; MODE ``driver-defaults`` uses an engine
-with asyncpg's and SQLAlchemy's default statement caches, which a transaction
-pooler is known to break.
+Run as ``python -m tests.integration.pgbouncer_load URL MODE TASKS TRANSACTIONS``
+from the checkout's root; prints one JSON line ``{"ok": n, "errors": [...]}``.
+MODE ``harbordb`` uses `harbordb.Database(pooler="external")`; MODE
+``driver-defaults`` uses an engine with asyncpg's and SQLAlchemy's default
+statement caches, which a transaction pooler is known to break.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import sys
 from sqlalchemy import Enum, bindparam, column, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+from tests.library.models import BookStatus
 
-from harbor_commerce.models import ReservationStatus
 from harbordb import Database
 
-STATUS = Enum(
-    ReservationStatus, name="reservation_status", values_callable=lambda e: [m.value for m in e]
-)
+STATUS = Enum(BookStatus, name="book_status", values_callable=lambda e: [m.value for m in e])
 
 
 async def transaction(engine: AsyncEngine, task: int, n: int) -> None:
@@ -31,7 +29,7 @@ async def transaction(engine: AsyncEngine, task: int, n: int) -> None:
         value = await conn.scalar(select(bindparam("v", task * 1000 + n) + 1))
         assert value == task * 1000 + n + 1, value
         # An enum-typed result column (asyncpg introspects the enum's type).
-        status = ReservationStatus.ACTIVE if n % 2 else ReservationStatus.EXPIRED
+        status = BookStatus.PUBLISHED if n % 2 else BookStatus.OUT_OF_PRINT
         got = await conn.scalar(select(func.cast(bindparam("s", status.value), STATUS)))
         assert got == status, got
         # A streamed (server-side cursor) result.

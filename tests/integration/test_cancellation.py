@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 import pytest
 from sqlalchemy import func, select, text
+from tests.library.models import Author
 
-from harbor_commerce.models import Customer
 from harbordb import Database
 
 HOW = ["task.cancel", "anyio cancel scope"]
@@ -53,7 +53,7 @@ async def _wait_for_state(observer: Database, pid: int, wanted: set[str | None])
 async def _rows(db: Database, email: str) -> int:
     async with db.unit_of_work() as uow:
         result = await uow.session.execute(
-            select(func.count()).select_from(Customer).where(Customer.email == email)
+            select(func.count()).select_from(Author).where(Author.email == email)
         )
         return result.scalar_one()
 
@@ -94,7 +94,7 @@ async def test_cancelled_mid_statement_discards_the_connection_and_writes(
 
     async def work() -> None:
         async with db.unit_of_work() as uow:
-            uow.session.add(Customer(email=email, name="cancelled"))
+            uow.session.add(Author(email=email, name="cancelled"))
             await uow.flush()
             backend = await uow.session.execute(text("SELECT pg_backend_pid()"))
             pid.set_result(backend.scalar_one())
@@ -132,7 +132,7 @@ async def test_cancelled_between_statements_rolls_back_and_keeps_the_connection(
 
     async def work() -> None:
         async with single.unit_of_work() as uow:
-            uow.session.add(Customer(email=email, name="cancelled"))
+            uow.session.add(Author(email=email, name="cancelled"))
             await uow.flush()
             backend = await uow.session.execute(text("SELECT pg_backend_pid()"))
             pid.set_result(backend.scalar_one())

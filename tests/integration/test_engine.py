@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
+from tests.library.models import Author
 
-from harbor_commerce.models import Customer
 from harbordb import Database
 
 
 async def test_no_prepared_statement_outlives_its_execution(database: Database) -> None:
     async with database.engine.connect() as conn:
         for _ in range(3):
-            await conn.execute(select(Customer.id).where(Customer.email == "nobody@example.com"))
+            await conn.execute(select(Author.id).where(Author.email == "nobody@example.com"))
         leftover = await conn.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
     assert leftover == 0
 
@@ -33,11 +33,11 @@ async def test_application_name_is_configurable(migrated_url: str) -> None:
 
 async def test_session_objects_stay_readable_after_commit(database: Database) -> None:
     async with database.session() as session:
-        customer = Customer(email="engine-commit@example.com", name="Grace")
-        session.add(customer)
+        author = Author(email="engine-commit@example.com", name="Grace")
+        session.add(author)
         await session.commit()
-        assert customer.name == "Grace"  # expire_on_commit=False: no reload, no lazy load
-        await session.delete(customer)
+        assert author.name == "Grace"  # expire_on_commit=False: no reload, no lazy load
+        await session.delete(author)
         await session.commit()
 
 

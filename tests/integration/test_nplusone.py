@@ -12,8 +12,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import lazyload, selectinload
 from sqlalchemy.sql.base import ExecutableOption
+from tests.library.models import Author, Book, Chapter, Genre
 
-from harbor_commerce.models import Customer, Order, OrderItem, Product, Variant
 from harbordb import Database, count_queries
 from harbordb.errors import ConfigurationError, LazyLoadDetected, NPlusOneWarning
 from harbordb.nplusone import parse_nplusone_mode
@@ -28,45 +28,36 @@ def _line_of(marker: str) -> int:
 
 @dataclass
 class Data:
-    customers: list[int]
-    orders: list[int]
+    authors: list[int]
+    genre: int = 0
 
 
 @pytest.fixture
 async def data(database: Database, db_connection: AsyncConnection) -> Data:
-    """Three customers with two orders of two items each, inside the outer transaction."""
+    """Three authors with two books of two chapters each, the six books in one genre,
+    inside the outer transaction."""
     async with database.unit_of_work(connection=db_connection, nplusone="off") as uow:
         tag = uuid.uuid4().hex
-        product = Product(name="nplusone")
-        product.variants = [
-            Variant(sku=f"np-{i}-{tag}", name=str(i), price_cents=1) for i in range(2)
-        ]
-        customers = [Customer(email=f"np-{i}-{tag}@example.com", name=str(i)) for i in range(3)]
-        uow.session.add_all([product, *customers])
-        await uow.flush()
-        orders = [
-            Order(customer_id=c.id, order_ref=f"np-{c.id}-{n}") for c in customers for n in range(2)
-        ]
-        uow.session.add_all(orders)
-        await uow.flush()
-        uow.session.add_all(
-            [
-                OrderItem(order_id=o.id, variant_id=v.id, qty=1, unit_price_cents=1)
-                for o in orders
-                for v in product.variants
+        genre = Genre(name=f"np-{tag}")
+        authors = [Author(email=f"np-{i}-{tag}@example.com", name=str(i)) for i in range(3)]
+        for i, author in enumerate(authors):
+            author.books = [
+                Book(
+                    isbn=f"np-{i}-{n}-{tag}",
+                    title=str(n),
+                    price_cents=1,
+                    genres=[genre],
+                    chapters=[Chapter(number=c, title=str(c), pages=1) for c in (1, 2)],
+                )
+                for n in range(2)
             ]
-        )
+        uow.session.add_all(authors)
         await uow.commit()
-    return Data([c.id for c in customers], [o.id for o in orders])
+    return Data([a.id for a in authors], genre.id)
 
 
-def _customers(data: Data, *options: ExecutableOption) -> Select[Customer]:
-    return (
-        select(Customer)
-        .where(Customer.id.in_(data.customers))
-        .order_by(Customer.id)
-        .options(*options)
-    )
+def _authors(data: Data, *options: ExecutableOption) -> Select[Author]:
+    return select(Author).where(Author.id.in_(data.authors)).order_by(Author.id).options(*options)
 
 
 async def test_raise_mode_stops_the_second_parents_load(
@@ -74,19 +65,19 @@ async def test_raise_mode_stops_the_second_parents_load(
 ) -> None:
     loaded = []
     async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
-        customers = (await uow.session.scalars(_customers(data, lazyload(Customer.orders)))).all()
+        authors = (await uow.session.scalars(_authors(data, lazyload(Author.books)))).all()
         caught: LazyLoadDetected | None = None
         with count_queries(database) as queries:
             try:
-                for customer in customers:
-                    loaded.append(await customer.awaitable_attrs.orders)  # raise: here
+                for author in authors:
+                    loaded.append(await author.awaitable_attrs.books)  # raise: here
             except LazyLoadDetected as exc:
                 caught = exc
     assert caught is not None
     assert len(loaded) == 1  # the first parent's load is tolerated
     assert queries.count == 1  # the second was refused before its statement was sent
     message = str(caught)
-    assert "Customer.orders" in message
+    assert "Author.books" in message
     assert f"{__file__}:{_line_of('raise: here')}" in message
 
 
@@ -94,32 +85,33 @@ async def test_warn_mode_warns_once_per_attribute_at_the_callers_line(
     database: Database, db_connection: AsyncConnection, data: Data
 ) -> None:
     async with database.unit_of_work(connection=db_connection, nplusone="warn") as uow:
-        customers = (await uow.session.scalars(_customers(data, lazyload(Customer.orders)))).all()
-        with pytest.warns(NPlusOneWarning, match=r"Customer\.orders") as record:
-            orders = [await c.awaitable_attrs.orders for c in customers]  # warn: here
-    assert [len(o) for o in orders] == [2, 2, 2]  # warn mode lets every load run
+        authors = (await uow.session.scalars(_authors(data, lazyload(Author.books)))).all()
+        with pytest.warns(NPlusOneWarning, match=r"Author\.books") as record:
+            books = [await a.awaitable_attrs.books for a in authors]  # warn: here
+    assert [len(b) for b in books] == [2, 2, 2]  # warn mode lets every load run
     assert len(record) == 1
     assert (record[0].filename, record[0].lineno) == (__file__, _line_of("warn: here"))
 
 
-async def test_the_benchmarks_nplus1_graph_walk_is_caught(
+async def test_a_graph_walk_one_parent_at_a_time_is_caught_at_a_many_to_one(
     database: Database, db_connection: AsyncConnection, data: Data
 ) -> None:
-    """benchmarks W3 `nplus1`: one customer, then each level awaited one parent at a time."""
-    plan = lazyload(Customer.orders).lazyload(Order.items)
-    plan = plan.lazyload(OrderItem.variant).lazyload(Variant.product)
-    statement = select(Customer).where(Customer.id == data.customers[0]).options(plan)
+    """The benchmark's W3 `nplus1` shape: one row, then each level awaited one parent at
+    a time, down to a many-to-one (here one genre, its books, each book's author)."""
+    plan = lazyload(Genre.books).lazyload(Book.author)
+    statement = select(Genre).where(Genre.id == data.genre).options(plan)
+    author_ids: list[int] = []
     async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
-        customer = (await uow.session.scalars(statement)).one()
+        genre = (await uow.session.scalars(statement)).one()
 
         async def walk() -> None:
-            for order in await customer.awaitable_attrs.orders:
-                for item in await order.awaitable_attrs.items:
-                    await (await item.awaitable_attrs.variant).awaitable_attrs.product
+            for book in sorted(await genre.awaitable_attrs.books, key=lambda b: b.id):
+                author_ids.append((await book.awaitable_attrs.author).id)
 
-        # The first order's second item is the second parent whose variant is loaded.
-        with pytest.raises(LazyLoadDetected, match=r"OrderItem\.variant loaded one parent"):
+        # The second book is the second parent whose author is loaded.
+        with pytest.raises(LazyLoadDetected, match=r"Book\.author loaded one parent"):
             await walk()
+    assert author_ids == [data.authors[0]]
 
 
 async def test_one_parent_and_load_plans_are_not_reported(
@@ -128,20 +120,20 @@ async def test_one_parent_and_load_plans_are_not_reported(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
-            one = (await uow.session.scalars(_customers(data, lazyload(Customer.orders)))).first()
+            one = (await uow.session.scalars(_authors(data, lazyload(Author.books)))).first()
             assert one is not None
-            assert len(await one.awaitable_attrs.orders) == 2
+            assert len(await one.awaitable_attrs.books) == 2
         async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
-            plan = selectinload(Customer.orders).selectinload(Order.items)
-            customers = (await uow.session.scalars(_customers(data, plan))).all()
-            assert [len(c.orders) for c in customers] == [2, 2, 2]
+            plan = selectinload(Author.books).selectinload(Book.chapters)
+            authors = (await uow.session.scalars(_authors(data, plan))).all()
+            assert [len(a.books) for a in authors] == [2, 2, 2]
 
 
-async def _walk(session: AsyncSession, customer_ids: list[int]) -> int:
-    """The N+1 pattern: each customer's orders awaited one customer at a time."""
-    stmt = _customers(Data(customer_ids, []), lazyload(Customer.orders))
-    customers = (await session.scalars(stmt)).all()
-    return sum([len(await customer.awaitable_attrs.orders) for customer in customers])
+async def _walk(session: AsyncSession, author_ids: list[int]) -> int:
+    """The N+1 pattern: each author's books awaited one author at a time."""
+    stmt = _authors(Data(author_ids), lazyload(Author.books))
+    authors = (await session.scalars(stmt)).all()
+    return sum([len(await author.awaitable_attrs.books) for author in authors])
 
 
 async def test_off_other_units_of_work_and_plain_sessions_are_unaffected(
@@ -150,16 +142,16 @@ async def test_off_other_units_of_work_and_plain_sessions_are_unaffected(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         async with database.unit_of_work(connection=db_connection, nplusone="off") as uow:
-            assert await _walk(uow.session, data.customers) == 6
+            assert await _walk(uow.session, data.authors) == 6
         # Counts are per unit of work: one parent in each of two is no N+1.
-        for customer in data.customers[:2]:
+        for author in data.authors[:2]:
             async with database.unit_of_work(connection=db_connection, nplusone="raise") as uow:
-                assert await _walk(uow.session, [customer]) == 2
+                assert await _walk(uow.session, [author]) == 2
         # The detector watches its own session only, not every session.
         async with database.unit_of_work(nplusone="raise"):
             plain = AsyncSession(bind=db_connection, join_transaction_mode="create_savepoint")
             try:
-                assert await _walk(plain, data.customers) == 6
+                assert await _walk(plain, data.authors) == 6
             finally:
                 await plain.close()
 
@@ -184,12 +176,12 @@ async def test_the_environment_sets_the_default_and_a_unit_of_work_overrides_it(
     async with Database(migrated_url, environ={"HARBORDB_NPLUSONE": "raise"}) as db:
         assert db.settings.nplusone == "raise"
         async with db.unit_of_work(connection=db_connection) as uow:
-            query = _customers(data, lazyload(Customer.orders))
-            customers = (await uow.session.scalars(query)).all()
-            with pytest.raises(LazyLoadDetected, match=r"Customer\.orders"):
-                [await customer.awaitable_attrs.orders for customer in customers]  # 2nd raises
+            query = _authors(data, lazyload(Author.books))
+            authors = (await uow.session.scalars(query)).all()
+            with pytest.raises(LazyLoadDetected, match=r"Author\.books"):
+                [await author.awaitable_attrs.books for author in authors]  # 2nd raises
         async with db.unit_of_work(connection=db_connection, nplusone="off") as uow:
-            customers = (await uow.session.scalars(query)).all()
-            for customer in customers:
-                await customer.awaitable_attrs.orders  # off: loads run, nothing raised
-            assert all(len(c.orders) == 2 for c in customers)
+            authors = (await uow.session.scalars(query)).all()
+            for author in authors:
+                await author.awaitable_attrs.books  # off: loads run, nothing raised
+            assert all(len(a.books) == 2 for a in authors)

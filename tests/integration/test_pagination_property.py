@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession
+from tests.library.models import Author, Book
+from tests.library.repositories import BookRepository
 
-from harbor_commerce.models import Product, Variant
-from harbor_commerce.repositories import VariantRepository
 from harbordb import Database
 from harbordb.errors import InvalidCursor
 
@@ -33,10 +33,10 @@ ORDERINGS: list[tuple[str, ...]] = [
     (),
     ("price_cents",),
     ("-price_cents",),
-    ("name", "price_cents"),
-    ("-name", "-stock_qty"),
-    ("name", "-price_cents"),
-    ("-price_cents", "name", "stock_qty"),
+    ("title", "price_cents"),
+    ("-title", "-copies"),
+    ("title", "-price_cents"),
+    ("-price_cents", "title", "copies"),
     ("-created_at",),
 ]
 
@@ -57,28 +57,28 @@ async def rolled_back(database: Database) -> AsyncIterator[AsyncSession]:
 
 
 async def seed(session: AsyncSession, rows: list[tuple[int, str, int]]) -> int:
-    product = Product(name="property")
-    product.variants = [
-        Variant(sku=f"p-{i}", name=name, price_cents=price, stock_qty=stock)
-        for i, (price, name, stock) in enumerate(rows)
+    author = Author(email="property@example.com", name="property")
+    author.books = [
+        Book(isbn=f"p-{i}", title=title, price_cents=price, copies=copies)
+        for i, (price, title, copies) in enumerate(rows)
     ]
-    session.add(product)
+    session.add(author)
     await session.flush()
     session.expunge_all()
-    return product.id
+    return author.id
 
 
-def expected_order(variants: list[Variant], ordering: tuple[str, ...]) -> list[int]:
+def expected_order(books: list[Book], ordering: tuple[str, ...]) -> list[int]:
     """The order computed in Python: the keys, then the id in the last key's direction.
 
-    Names are single lowercase letters, which every collation orders alike.
+    Titles are single lowercase letters, which every collation orders alike.
     """
     keys = [(name.lstrip("-"), name.startswith("-")) for name in ordering]
     keys.append(("id", keys[-1][1] if keys else False))
-    ordered = list(variants)
+    ordered = list(books)
     for attribute, descending in reversed(keys):  # stable sorts, least significant first
-        ordered.sort(key=lambda v: getattr(v, attribute), reverse=descending)
-    return [v.id for v in ordered]
+        ordered.sort(key=lambda b: getattr(b, attribute), reverse=descending)
+    return [b.id for b in ordered]
 
 
 @EXAMPLES
@@ -87,17 +87,17 @@ async def test_walking_all_pages_yields_every_row_once_in_order(
     database: Database, rows: list[tuple[int, str, int]], limit: int, ordering: tuple[str, ...]
 ) -> None:
     async with rolled_back(database) as session:
-        product_id = await seed(session, rows)
-        variants = VariantRepository(session)
-        mine = Variant.product_id == product_id
-        everything = await variants.list(mine, load=())
+        author_id = await seed(session, rows)
+        books = BookRepository(session)
+        mine = Book.author_id == author_id
+        everything = await books.list(mine, load=())
         seen: list[int] = []
         cursor = None
         pages = 0
         while True:
-            page = await variants.page(mine, after=cursor, limit=limit, order_by=ordering, load=())
+            page = await books.page(mine, after=cursor, limit=limit, order_by=ordering, load=())
             pages += 1
-            seen += [v.id for v in page.items]
+            seen += [b.id for b in page.items]
             assert len(page.items) <= limit
             if not page.has_more:
                 assert page.next_cursor is None
@@ -115,10 +115,10 @@ async def test_tampered_cursors_raise_invalid_cursor(
     database: Database, data: st.DataObject
 ) -> None:
     async with rolled_back(database) as session:
-        product_id = await seed(session, [(i % 2, "a", 0) for i in range(6)])
-        variants = VariantRepository(session)
-        mine = Variant.product_id == product_id
-        first = await variants.page(mine, limit=2, order_by=("price_cents",))
+        author_id = await seed(session, [(i % 2, "a", 0) for i in range(6)])
+        books = BookRepository(session)
+        mine = Book.author_id == author_id
+        first = await books.page(mine, limit=2, order_by=("price_cents",))
         assert first.next_cursor is not None
         raw = bytearray(base64.urlsafe_b64decode(first.next_cursor + "=="))
         tampering = data.draw(st.sampled_from(["flip", "truncate", "append", "garbage"]))
@@ -135,9 +135,7 @@ async def test_tampered_cursors_raise_invalid_cursor(
         else:
             cursor = data.draw(st.text(max_size=300) | st.binary(max_size=300))
         with pytest.raises(InvalidCursor):
-            await variants.page(mine, after=cursor, limit=2, order_by=("price_cents",))
+            await books.page(mine, after=cursor, limit=2, order_by=("price_cents",))
         # Refused before reaching the database: the transaction is still usable.
-        second = await variants.page(
-            mine, after=first.next_cursor, limit=2, order_by=("price_cents",)
-        )
+        second = await books.page(mine, after=first.next_cursor, limit=2, order_by=("price_cents",))
         assert len(second.items) == 2

@@ -13,15 +13,17 @@ import pytest
 
 from harbordb.testing.cluster import PgBouncer
 
-WORKER = Path(__file__).with_name("pgbouncer_load.py")
+# The worker runs as a module from the checkout's root, so that it imports the library models.
+REPO = Path(__file__).resolve().parents[2]
+WORKER = "tests.integration.pgbouncer_load"
 PROCESSES, TASKS, TRANSACTIONS = 4, 20, 30
 
 
 async def run_load(url: str, mode: str) -> list[dict[str, object]]:
     async def one() -> dict[str, object]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(WORKER), url, mode, str(TASKS), str(TRANSACTIONS),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            sys.executable, "-m", WORKER, url, mode, str(TASKS), str(TRANSACTIONS),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
         )  # fmt: skip
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()[-2000:]

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Column, Date, MetaData, Numeric, Table, Uuid
 from sqlalchemy.dialects import postgresql
+from tests.library.models import Author, Book, BookStatus
 
-from harbor_commerce.models import Order, OrderStatus, Product, Variant
 from harbordb.errors import InvalidCursor
 from harbordb.pagination import (
     MAX_CURSOR_LENGTH,
@@ -41,13 +41,13 @@ _extra = Table(
     Column("token", Uuid, nullable=False),
 )
 
-ORDER_KEYS = [key(Order.created_at, True), key(Order.status), key(Order.id, True)]
-FP = fingerprint("orders", ORDER_KEYS)
+BOOK_KEYS = [key(Book.created_at, True), key(Book.status), key(Book.id, True)]
+FP = fingerprint("books", BOOK_KEYS)
 
 
 def valid_cursor() -> str:
     moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    return encode_cursor(FP, [moment, OrderStatus.PAID, 42])
+    return encode_cursor(FP, [moment, BookStatus.PUBLISHED, 42])
 
 
 def forged(fp: str, values: list[Any]) -> str:
@@ -56,9 +56,9 @@ def forged(fp: str, values: list[Any]) -> str:
 
 
 def test_cursor_round_trips_typed_values() -> None:
-    values = decode_cursor(valid_cursor(), FP, ORDER_KEYS)
-    assert values == [datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), OrderStatus.PAID, 42]
-    assert isinstance(values[1], OrderStatus)
+    values = decode_cursor(valid_cursor(), FP, BOOK_KEYS)
+    assert values == [datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), BookStatus.PUBLISHED, 42]
+    assert isinstance(values[1], BookStatus)
 
 
 def test_cursor_round_trips_dates_decimals_and_uuids() -> None:
@@ -75,17 +75,17 @@ def test_cursor_is_opaque_urlsafe_text() -> None:
 
 
 def test_cursor_from_another_ordering_is_refused() -> None:
-    other = [key(Order.created_at), key(Order.status), key(Order.id)]  # same columns, ascending
+    other = [key(Book.created_at), key(Book.status), key(Book.id)]  # same columns, ascending
     with pytest.raises(InvalidCursor, match="different ordering"):
-        decode_cursor(valid_cursor(), fingerprint("orders", other), other)
+        decode_cursor(valid_cursor(), fingerprint("books", other), other)
 
 
 def test_fingerprint_depends_on_table_keys_and_directions() -> None:
     prints = {
-        fingerprint("orders", ORDER_KEYS),
-        fingerprint("products", ORDER_KEYS),
-        fingerprint("orders", ORDER_KEYS[:2]),
-        fingerprint("orders", [key(Order.created_at), *ORDER_KEYS[1:]]),
+        fingerprint("books", BOOK_KEYS),
+        fingerprint("authors", BOOK_KEYS),
+        fingerprint("books", BOOK_KEYS[:2]),
+        fingerprint("books", [key(Book.created_at), *BOOK_KEYS[1:]]),
     }
     assert len(prints) == 4
 
@@ -93,34 +93,34 @@ def test_fingerprint_depends_on_table_keys_and_directions() -> None:
 @pytest.mark.parametrize(
     "values",
     [
-        ["2026-01-02T03:04:05", "paid", 1],  # naive datetime for a timestamptz column
-        ["yesterday", "paid", 1],
-        [1700000000, "paid", 1],
-        ["2026-01-02T03:04:05+00:00", "refunded", 1],  # not an order_status label
-        ["2026-01-02T03:04:05+00:00", "paid", 2**63],  # beyond BIGINT
-        ["2026-01-02T03:04:05+00:00", "paid", True],  # a bool is not an id
-        ["2026-01-02T03:04:05+00:00", "paid", 1.5],
-        ["2026-01-02T03:04:05+00:00", "paid"],  # too few values
-        ["2026-01-02T03:04:05+00:00", "paid", 1, 2],  # too many
+        ["2026-01-02T03:04:05", "published", 1],  # naive datetime for a timestamptz column
+        ["yesterday", "published", 1],
+        [1700000000, "published", 1],
+        ["2026-01-02T03:04:05+00:00", "refunded", 1],  # not a book_status label
+        ["2026-01-02T03:04:05+00:00", "published", 2**63],  # beyond BIGINT
+        ["2026-01-02T03:04:05+00:00", "published", True],  # a bool is not an id
+        ["2026-01-02T03:04:05+00:00", "published", 1.5],
+        ["2026-01-02T03:04:05+00:00", "published"],  # too few values
+        ["2026-01-02T03:04:05+00:00", "published", 1, 2],  # too many
         ["2026-01-02T03:04:05+00:00", None, 1],
     ],
 )
 def test_values_that_do_not_fit_the_columns_are_refused(values: list[Any]) -> None:
     with pytest.raises(InvalidCursor):
-        decode_cursor(forged(FP, values), FP, ORDER_KEYS)
+        decode_cursor(forged(FP, values), FP, BOOK_KEYS)
 
 
 @pytest.mark.parametrize("text", ["nul\x00byte", "lone \ud800 surrogate"])
 def test_strings_postgresql_cannot_take_are_refused(text: str) -> None:
-    keys = [key(Variant.sku), key(Variant.id)]
-    fp = fingerprint("variants", keys)
+    keys = [key(Book.isbn), key(Book.id)]
+    fp = fingerprint("books", keys)
     with pytest.raises(InvalidCursor):
         decode_cursor(forged(fp, [text, 1]), fp, keys)
 
 
 def test_integer_range_follows_the_column_type() -> None:
-    keys = [key(Variant.price_cents), key(Variant.id)]  # INTEGER, BIGINT
-    fp = fingerprint("variants", keys)
+    keys = [key(Book.price_cents), key(Book.id)]  # INTEGER, BIGINT
+    fp = fingerprint("books", keys)
     assert decode_cursor(forged(fp, [2**31 - 1, 2**63 - 1]), fp, keys) == [2**31 - 1, 2**63 - 1]
     with pytest.raises(InvalidCursor):
         decode_cursor(forged(fp, [2**31, 1]), fp, keys)
@@ -133,14 +133,14 @@ def test_flipping_any_byte_is_detected() -> None:
         tampered[position] ^= 0x01
         cursor = base64.urlsafe_b64encode(bytes(tampered)).rstrip(b"=").decode()
         with pytest.raises(InvalidCursor):
-            decode_cursor(cursor, FP, ORDER_KEYS)
+            decode_cursor(cursor, FP, BOOK_KEYS)
 
 
 def test_a_hand_edited_payload_without_the_checksum_is_refused() -> None:
-    payload = json.dumps([FP, ["2026-01-02T03:04:05+00:00", "paid", 1]]).encode()
+    payload = json.dumps([FP, ["2026-01-02T03:04:05+00:00", "published", 1]]).encode()
     cursor = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
     with pytest.raises(InvalidCursor):
-        decode_cursor(cursor, FP, ORDER_KEYS)
+        decode_cursor(cursor, FP, BOOK_KEYS)
 
 
 @pytest.mark.parametrize(
@@ -149,38 +149,38 @@ def test_a_hand_edited_payload_without_the_checksum_is_refused() -> None:
 )
 def test_garbage_is_refused(cursor: Any) -> None:
     with pytest.raises(InvalidCursor):
-        decode_cursor(cursor, FP, ORDER_KEYS)
+        decode_cursor(cursor, FP, BOOK_KEYS)
 
 
 @given(st.text(max_size=200))
 def test_any_text_is_a_cursor_or_invalid(cursor: str) -> None:
     try:
-        values = decode_cursor(cursor, FP, ORDER_KEYS)
+        values = decode_cursor(cursor, FP, BOOK_KEYS)
     except InvalidCursor:
         return
-    assert len(values) == len(ORDER_KEYS)  # pragma: no cover - needs a 64-bit checksum collision
+    assert len(values) == len(BOOK_KEYS)  # pragma: no cover - needs a 64-bit checksum collision
 
 
 @given(st.binary(max_size=200))
 def test_any_bytes_encoded_are_a_cursor_or_invalid(raw: bytes) -> None:
     cursor = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     with pytest.raises(InvalidCursor):
-        decode_cursor(cursor, FP, ORDER_KEYS)
+        decode_cursor(cursor, FP, BOOK_KEYS)
 
 
 @given(
     st.datetimes(timezones=st.just(UTC)),
-    st.sampled_from(list(OrderStatus)),
+    st.sampled_from(list(BookStatus)),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
 )
-def test_any_row_position_round_trips(moment: datetime, status: OrderStatus, id: int) -> None:
+def test_any_row_position_round_trips(moment: datetime, status: BookStatus, id: int) -> None:
     cursor = encode_cursor(FP, [moment, status, id])
-    assert decode_cursor(cursor, FP, ORDER_KEYS) == [moment, status, id]
+    assert decode_cursor(cursor, FP, BOOK_KEYS) == [moment, status, id]
 
 
 def test_non_utc_offsets_survive() -> None:
     moment = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=-7, minutes=-30)))
-    assert decode_cursor(encode_cursor(FP, [moment, "paid", 1]), FP, ORDER_KEYS)[0] == moment
+    assert decode_cursor(encode_cursor(FP, [moment, "published", 1]), FP, BOOK_KEYS)[0] == moment
 
 
 def compile_sql(expression: Any) -> str:
@@ -188,27 +188,27 @@ def compile_sql(expression: Any) -> str:
 
 
 def test_uniform_directions_use_one_row_comparison() -> None:
-    keys = [key(Product.name), key(Product.id)]
-    sql = compile_sql(rows_after(keys, ["chair", 7]))
-    assert sql.startswith("(products.name, products.id) > (")
+    keys = [key(Author.name), key(Author.id)]
+    sql = compile_sql(rows_after(keys, ["Ada", 7]))
+    assert sql.startswith("(authors.name, authors.id) > (")
     assert " OR " not in sql
-    descending = [key(Product.name, True), key(Product.id, True)]
-    assert compile_sql(rows_after(descending, ["chair", 7])).startswith(
-        "(products.name, products.id) < ("
+    descending = [key(Author.name, True), key(Author.id, True)]
+    assert compile_sql(rows_after(descending, ["Ada", 7])).startswith(
+        "(authors.name, authors.id) < ("
     )
 
 
 def test_mixed_directions_expand_to_or_branches() -> None:
-    keys = [key(Variant.price_cents, True), key(Variant.sku), key(Variant.id)]
+    keys = [key(Book.price_cents, True), key(Book.isbn), key(Book.id)]
     sql = " ".join(compile_sql(rows_after(keys, [100, "A-1", 3])).split())
     assert sql.count(" OR ") == 2
-    assert "variants.price_cents < " in sql
-    assert "variants.price_cents = " in sql
-    assert "variants.sku > " in sql
+    assert "books.price_cents < " in sql
+    assert "books.price_cents = " in sql
+    assert "books.isbn > " in sql
 
 
 def test_keyset_condition_binds_values_never_inlines_them() -> None:
-    sql = compile_sql(rows_after([key(Variant.sku), key(Variant.id)], ["'; DROP TABLE x; --", 1]))
+    sql = compile_sql(rows_after([key(Book.isbn), key(Book.id)], ["'; DROP TABLE x; --", 1]))
     assert "DROP" not in sql
 
 
