@@ -1,4 +1,4 @@
-"""Statements per operation, whichever client sent them.
+"""Statements and round trips per operation, whichever client sent them.
 
 SQLAlchemy's statements come from `harbordb.querycount.count_queries`; raw
 asyncpg's from its query logger; Tortoise's from its ``tortoise.db_client``
@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from asyncio import selector_events
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from harbor_commerce.uow import CommerceWork
@@ -73,3 +74,47 @@ async def count_statements(
             logger.removeHandler(handler)
             logger.setLevel(level)
     seen[:] = [sql for sql in seen if not _TRANSACTION_CONTROL.match(sql)]
+
+
+# Frontend messages after which the client waits for the server: Sync ends an
+# extended-protocol request, Flush asks for what is pending (asyncpg's prepare
+# step), Query is a simple-protocol request (BEGIN, COMMIT, ...).
+_WAITING_MESSAGES = frozenset(b"SHQ")
+
+
+def _ends_a_request(data: bytes) -> bool:
+    """Whether one client write holds a Sync, Flush or Query message (parsed by length,
+    so a byte inside a message body never counts); unparsable data counts as one."""
+    offset = 0
+    while offset + 5 <= len(data):
+        if data[offset] in _WAITING_MESSAGES:
+            return True
+        offset += 1 + int.from_bytes(data[offset + 1 : offset + 5], "big")
+    return offset != len(data)
+
+
+@contextmanager
+def count_round_trips() -> Iterator[list[int]]:
+    """Count the round trips every PostgreSQL connection of this process makes in the block.
+
+    Counted from the wire protocol, not assumed: each client write that ends a
+    request (Sync, Flush or a simple Query) is one round trip, since the client
+    then waits for the server's reply. asyncpg with its statement cache off makes
+    two per statement (Parse/Describe/Flush, then Parse/Bind/Execute/Sync).
+    Patches asyncio's socket transport (TCP and Unix sockets alike) for the block;
+    yields a one-element list holding the count.
+    """
+    counted = [0]
+    transport: Any = getattr(selector_events, "_SelectorSocketTransport")  # noqa: B009
+    original = transport.write
+
+    def write(self: Any, data: Any) -> None:
+        if _ends_a_request(bytes(data)):
+            counted[0] += 1
+        original(self, data)
+
+    transport.write = write
+    try:
+        yield counted
+    finally:
+        transport.write = original

@@ -119,6 +119,11 @@ HARBORDB_READS = {
 }
 
 
+# Typed projections (issue 9): at most raw asyncpg's time for the same graph.
+PROJECTION_BUDGET = 1.0
+PROJECTION_LABEL = "harbordb typed projection (one statement, frozen dataclasses)"
+
+
 def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The goals whose workloads ran."""
     goals: list[dict[str, Any] | None] = []
@@ -143,5 +148,15 @@ def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
                 None,
             )
         )
+    goals.append(
+        _ratio_goal(
+            run,
+            f"{PROJECTION_LABEL} on W2 and W3 at most {PROJECTION_BUDGET}x of raw asyncpg's "
+            "same-shape path (asyncpg-in), concurrency 1",
+            "projection",
+            "asyncpg-in",
+            PROJECTION_BUDGET,
+        )
+    )
     goals += [_statements_goal(run), _pool_goal(run)]
     return [goal for goal in goals if goal is not None]

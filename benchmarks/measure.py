@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from benchmarks.core import Case, Lab, Variant
-from benchmarks.counting import count_statements
+from benchmarks.counting import count_round_trips, count_statements
 
 MIN_ROUNDS = 3
 _clock = time.perf_counter_ns
@@ -44,6 +44,7 @@ class Measurement:
     statements_per_op: float
     rows_per_op: int
     peak_memory_bytes: int
+    round_trips_per_op: float | None = None  # from the wire protocol (`count_round_trips`)
     latencies_ns: list[int] = field(default_factory=list)
     elapsed_ns: int = 0  # time spent in timed batches (wall time when concurrent)
 
@@ -110,7 +111,8 @@ async def _instrumented(variant: Variant, lab: Lab) -> Measurement:
     try:
         baseline = tracemalloc.get_traced_memory()[0]
         async with count_statements(database, lab.raw, tortoise=lab.tortoise) as statements:
-            rows = await _operations(variant)
+            with count_round_trips() as trips:
+                rows = await _operations(variant)
         peak = tracemalloc.get_traced_memory()[1] - baseline
     finally:
         tracemalloc.stop()
@@ -119,7 +121,9 @@ async def _instrumented(variant: Variant, lab: Lab) -> Measurement:
     if len(set(rows)) != 1:
         raise InconsistentVariants(f"{variant.key}: operations loaded {sorted(set(rows))} rows")
     per_op = len(statements) / len(rows) + variant.hidden_statements
-    return Measurement(variant.key, variant.concurrency, per_op, rows[0], max(peak, 0))
+    return Measurement(
+        variant.key, variant.concurrency, per_op, rows[0], max(peak, 0), trips[0] / len(rows)
+    )
 
 
 async def run_case(

@@ -13,6 +13,9 @@ from benchmarks.measure import CaseRun, Measurement
 
 SCHEMA = "harbordb-bench/1"
 
+# Network round-trip times the modelled latency adds per round trip (milliseconds).
+MODEL_RTT_MS = (0.5, 1.0)
+
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """Linear interpolation between closest ranks (numpy's default method)."""
@@ -44,6 +47,14 @@ def summarise(measurement: Measurement, unit: str) -> dict[str, Any]:
         "ops_per_s": round(ops_per_s, 2) if ops_per_s else None,
         "peak_memory_kib": round(measurement.peak_memory_bytes / 1024, 1),
     }
+    trips = measurement.round_trips_per_op
+    if trips is not None:
+        # A model, not a measurement: this run's p50 plus one network delay per round trip.
+        record["round_trips_per_op"] = round(trips, 3)
+        for rtt_ms in MODEL_RTT_MS:
+            record[f"model_p50_ms_at_{rtt_ms:g}ms_rtt"] = round(
+                record["p50_ms"] + trips * rtt_ms, 4
+            )
     if unit == "row" and ops_per_s:
         record["rows_per_s"] = round(ops_per_s * measurement.rows_per_op, 1)
     return record

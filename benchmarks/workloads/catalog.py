@@ -2,8 +2,9 @@
 
 W2's page is the catalog's first page as `ProductRepository.catalog_page` serves
 it: the first 50 live products by name (id breaks ties). Every variant returns
-products + variants + tag links loaded (`repository-view`: its cards, variant
-lines and tag names, from `catalog_cards`).
+products + variants + tag links loaded (`repository-view` and `projection`:
+cards, variant lines and tag names, `PRODUCT_CARDS`; `asyncpg-in-cols` and
+`asyncpg-one` read those same columns raw).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from benchmarks import peer
 from benchmarks.core import Case, Lab, Op, Variant, Workload
 from harbor_commerce.models import Product, Tag, product_tags
 from harbor_commerce.models import Variant as VariantModel
+from harbor_commerce.readmodels import PRODUCT_CARDS
 
 _PRODUCTS = Product.__table__
 _VARIANTS = VariantModel.__table__
@@ -277,6 +279,80 @@ def w2_asyncpg_json(lab: Lab) -> Op:
     return op
 
 
+def _card_size(cards: Any) -> int:
+    return sum(1 + len(card.variants) + len(card.tags) for card in cards)
+
+
+_LIVE_CARDS = PRODUCT_CARDS.where(lambda product: product.archived_at.is_(None))
+
+
+def w2_projection(lab: Lab) -> Op:
+    """`harbordb.Projection` straight from a unit of work: one statement, frozen cards."""
+
+    async def op() -> int:
+        async with lab.db.unit_of_work() as uow:
+            page = await _LIVE_CARDS.page(uow, limit=lab.sizes.page_size, order_by=("name",))
+            return _card_size(page.items)
+
+    return op
+
+
+def w2_asyncpg_in_cols(lab: Lab) -> Op:
+    """`asyncpg-in` reading only the columns a card shows (as the projections do)."""
+
+    async def op() -> int:
+        async with lab.raw.transaction():
+            products = await lab.raw.fetch(
+                "SELECT id, name FROM products WHERE archived_at IS NULL "
+                "ORDER BY name, id LIMIT $1",
+                lab.sizes.page_size,
+            )
+            ids = [row["id"] for row in products]
+            by_product: dict[int, list[Any]] = defaultdict(list)
+            for row in await lab.raw.fetch(
+                "SELECT product_id, id, sku, name, price_cents, stock_qty FROM variants "
+                "WHERE product_id = ANY($1::bigint[]) ORDER BY id",
+                ids,
+            ):
+                by_product[row["product_id"]].append(row)
+            for row in await lab.raw.fetch(
+                "SELECT pt.product_id, t.name FROM product_tags pt JOIN tags t "
+                "ON t.id = pt.tag_id WHERE pt.product_id = ANY($1::bigint[]) ORDER BY t.name",
+                ids,
+            ):
+                by_product[row["product_id"]].append(row)
+        return len(products) + sum(len(by_product[row["id"]]) for row in products)
+
+    return op
+
+
+_W2_ONE = """
+SELECT p.id, p.name,
+       (SELECT array_agg(ROW(v.id, v.sku, v.name, v.price_cents, v.stock_qty) ORDER BY v.id)
+          FROM variants v WHERE v.product_id = p.id) AS variants,
+       (SELECT array_agg(t.name ORDER BY t.name)
+          FROM product_tags pt JOIN tags t ON t.id = pt.tag_id
+         WHERE pt.product_id = p.id) AS tags
+  FROM products p
+ WHERE p.archived_at IS NULL
+ ORDER BY p.name, p.id
+ LIMIT $1
+"""
+
+
+def w2_asyncpg_one(lab: Lab) -> Op:
+    """Raw asyncpg, one statement with nested array_agg(ROW(...)): the projection's shape."""
+
+    async def op() -> int:
+        products = await lab.raw.fetch(_W2_ONE, lab.sizes.page_size + 1)
+        return sum(
+            1 + len(row["variants"] or ()) + len(row["tags"] or ())
+            for row in products[: lab.sizes.page_size]
+        )
+
+    return op
+
+
 async def _w2_cases(lab: Lab) -> list[Case]:
     variants = [
         Variant("n+1", w2_nplus1(lab)),
@@ -284,7 +360,10 @@ async def _w2_cases(lab: Lab) -> list[Case]:
         Variant("repository", w2_repository(lab)),
         Variant("repository-view", w2_repository_view(lab)),
         Variant("core-in", w2_core_in(lab)),
+        Variant("projection", w2_projection(lab)),
         Variant("asyncpg-in", w2_asyncpg_in(lab)),
+        Variant("asyncpg-in-cols", w2_asyncpg_in_cols(lab)),
+        Variant("asyncpg-one", w2_asyncpg_one(lab)),
         Variant("asyncpg-json", w2_asyncpg_json(lab)),
     ]
     case = Case(f"page of {lab.sizes.page_size}", {"page_size": lab.sizes.page_size}, variants)

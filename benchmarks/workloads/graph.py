@@ -19,6 +19,7 @@ from benchmarks import peer
 from benchmarks.core import Case, Lab, Op, Variant, Workload
 from harbor_commerce.models import Customer, Order, OrderItem, Product
 from harbor_commerce.models import Variant as VariantModel
+from harbor_commerce.readmodels import CUSTOMER_HISTORY
 
 _CUSTOMERS = Customer.__table__
 _ORDERS = Order.__table__
@@ -183,6 +184,74 @@ def asyncpg_json(lab: Lab) -> Op:
     return op
 
 
+def projection(lab: Lab) -> Op:
+    """`CUSTOMER_HISTORY` (`harbordb.Projection`) in a unit of work: one statement."""
+
+    async def op() -> int:
+        async with lab.db.unit_of_work() as uow:
+            history = await CUSTOMER_HISTORY.get(uow, lab.dataset.customer_id)
+            assert history is not None
+            return 1 + sum(1 + 3 * len(order.lines) for order in history.orders)
+
+    return op
+
+
+_ITEMS_COLS_SQL = """
+SELECT i.order_id, i.variant_id, v.sku, v.name, v.product_id, p.name, i.qty, i.unit_price_cents
+  FROM order_items i
+  JOIN variants v ON v.id = i.variant_id
+  JOIN products p ON p.id = v.product_id
+ WHERE i.order_id = ANY($1::bigint[])
+ ORDER BY i.order_id, i.variant_id
+"""
+
+
+def asyncpg_in_cols(lab: Lab) -> Op:
+    """`asyncpg-in` reading only the columns the history shows (as the projections do)."""
+
+    async def op() -> int:
+        async with lab.raw.transaction():
+            customers = await lab.raw.fetch(
+                "SELECT id, email, name FROM customers WHERE id = $1", lab.dataset.customer_id
+            )
+            orders = await lab.raw.fetch(
+                "SELECT id, order_ref, status, total_cents, created_at FROM orders "
+                "WHERE customer_id = ANY($1::bigint[]) ORDER BY created_at DESC, id DESC",
+                [row["id"] for row in customers],
+            )
+            items: dict[int, list[Any]] = defaultdict(list)
+            for row in await lab.raw.fetch(_ITEMS_COLS_SQL, [row["id"] for row in orders]):
+                items[row["order_id"]].append(row)
+        return len(customers) + sum(1 + 3 * len(items[row["id"]]) for row in orders)
+
+    return op
+
+
+_ONE = """
+SELECT c.id, c.email, c.name,
+       (SELECT array_agg(ROW(o.id, o.order_ref, o.status::text, o.total_cents, o.created_at,
+                (SELECT array_agg(ROW(i.variant_id, v.sku, v.name, v.product_id, p.name, i.qty,
+                                      i.unit_price_cents) ORDER BY i.variant_id)
+                   FROM order_items i
+                   LEFT JOIN variants v ON v.id = i.variant_id
+                   LEFT JOIN products p ON p.id = v.product_id
+                  WHERE i.order_id = o.id)) ORDER BY o.created_at DESC, o.id DESC)
+          FROM orders o WHERE o.customer_id = c.id) AS orders
+  FROM customers c
+ WHERE c.id = $1
+"""
+
+
+def asyncpg_one(lab: Lab) -> Op:
+    """Raw asyncpg, one statement with nested array_agg(ROW(...)): the projection's shape."""
+
+    async def op() -> int:
+        row = await lab.raw.fetchrow(_ONE, lab.dataset.customer_id)
+        return 1 + sum(1 + 3 * len(order[5] or ()) for order in row["orders"] or ())
+
+    return op
+
+
 async def _cases(lab: Lab) -> list[Case]:
     variants = [
         Variant("n+1", nplus1(lab)),
@@ -192,7 +261,10 @@ async def _cases(lab: Lab) -> list[Case]:
         Variant("repository", repository(lab)),
         Variant("repository-view", repository_view(lab)),
         Variant("core-in", core_in(lab)),
+        Variant("projection", projection(lab)),
         Variant("asyncpg-in", asyncpg_in(lab)),
+        Variant("asyncpg-in-cols", asyncpg_in_cols(lab)),
+        Variant("asyncpg-one", asyncpg_one(lab)),
         Variant("asyncpg-json", asyncpg_json(lab)),
     ]
     case = Case(f"customer {lab.dataset.customer_id}", {}, variants)

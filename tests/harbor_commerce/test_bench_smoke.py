@@ -140,6 +140,12 @@ def test_the_read_model_path_is_measured_and_judged_next_to_the_orm(
             == 3
         )
         assert by_variant["repository-view"]["statements_per_op"] == 1
+        assert by_variant["projection"]["statements_per_op"] == 1
+        # Round trips, counted on the wire: BEGIN, two per statement, COMMIT.
+        assert by_variant["asyncpg-in"]["round_trips_per_op"] == 8
+        assert by_variant["asyncpg-one"]["round_trips_per_op"] == 2
+        model = by_variant["asyncpg-in"]["model_p50_ms_at_1ms_rtt"]
+        assert model == pytest.approx(by_variant["asyncpg-in"]["p50_ms"] + 8, abs=0.001)
     budget = [goal for goal in quick_run["goals"] if "within 1.5x" in goal["goal"]]
     assert len(budget) == 2  # the ORM read stays reported next to the read model
     assert "repository " in budget[0]["measured"]

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from benchmarks.counting import count_round_trips
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -327,6 +328,45 @@ async def test_reads_run_in_the_unit_of_works_transaction(db: Database) -> None:
         assert stamp.txid == await uow.session.scalar(text("SELECT txid_current()"))
         level = await uow.session.scalar(text("SHOW transaction_isolation"))
         assert level == "repeatable read"
+
+
+async def test_read_committed_reads_skip_begin_and_see_the_transactions_writes(
+    db: Database,
+) -> None:
+    """At READ COMMITTED with nothing begun, a read is one statement without BEGIN
+    (two round trips, counted on the wire); once the unit of work has begun (here by
+    a write), reads run inside it and see its uncommitted rows."""
+    async with db.unit_of_work() as uow:
+        # Warm: on a connection's first read of an array of records, asyncpg looks the
+        # array type up (once per connection; every unit of work through PgBouncer).
+        await CARDS.get(uow, 1)
+        with count_round_trips() as trips:
+            assert await CARDS.get(uow, 4) is not None
+        assert trips[0] == 2
+        driver = (await (await uow.session.connection()).get_raw_connection()).driver_connection
+        assert driver is not None
+        assert not driver.is_in_transaction()
+        uow.session.add(Genre(id=99, name="unpublished"))
+        await uow.session.execute(author_genres.insert().values(author_id=4, genre_id=99))
+        with count_round_trips() as trips:
+            bo = await CARDS.get(uow, 4)
+        assert trips[0] == 2  # inside the transaction: no BEGIN
+        assert bo is not None
+        assert bo.genres == ("unpublished",)
+    async with db.unit_of_work() as uow:  # rolled back
+        bo = await CARDS.get(uow, 4)
+        assert bo is not None
+        assert bo.genres == ()
+    async with db.unit_of_work(isolation_level="REPEATABLE READ") as uow:
+        await uow.session.execute(text("SELECT 1"))  # begins, and warms the connection
+        await CARDS.get(uow, 1)
+        with count_round_trips() as trips:
+            await CARDS.get(uow, 4)
+        assert trips[0] == 2
+    async with db.unit_of_work(isolation_level="REPEATABLE READ") as uow:
+        with count_round_trips() as trips:
+            await CARDS.get(uow, 4)
+        assert trips[0] >= 3  # BEGIN ISOLATION LEVEL REPEATABLE READ, then the read
 
 
 async def test_unit_of_work_settings_apply(db: Database) -> None:

@@ -10,13 +10,23 @@ call, so the row description is always current, even after a migration
 changed a column under a live connection.
 
 SQLAlchemy's asyncpg adapter begins its transaction lazily, with the first
-statement it runs. A read sent past it must begin it the same way, or it
-would run outside the unit of work's transaction (and its isolation level).
-That uses three non-public members of the adapter (``_execute_mutex``,
-``_transaction``, ``_start_transaction``), present in SQLAlchemy 2.1 (pinned
-``<2.2``); ``tests/integration/test_projection_driver.py`` fails loudly if
-they change. Statements are reported to harbordb's statement counters
-(`harbordb.querycount.report_statement`), which SQLAlchemy's events would miss.
+statement it runs. A read sent past it begins it the same way, with the unit
+of work's isolation level, read-only and deferrable flags, except in one
+case: at READ COMMITTED, with nothing begun yet (no settings, no statement
+so far), the read runs on its own, without BEGIN. At that level PostgreSQL
+takes a new snapshot for every statement, so a lone statement sees exactly
+what it would see as the transaction's first one; the unit of work then has
+nothing to roll back, and the read costs its own two round trips instead of
+four. (The server's default level is the one SQLAlchemy read at the first
+connect, ``dialect.default_isolation_level``.)
+
+That uses non-public members of the adapter (``_execute_mutex``,
+``_transaction``, ``_start_transaction``, ``isolation_level``, ``readonly``,
+``deferrable``: `ADAPTER_MEMBERS`), present in
+SQLAlchemy 2.1 (pinned ``<2.2``); ``tests/integration/test_projection.py``
+fails loudly if they change. Statements are reported to harbordb's statement
+counters (`harbordb.querycount.report_statement`), which SQLAlchemy's events
+would miss.
 """
 
 from __future__ import annotations
@@ -28,7 +38,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from harbordb.errors import ConfigurationError, translating
 from harbordb.querycount import report_statement
 
-ADAPTER_MEMBERS = ("_execute_mutex", "_transaction", "_start_transaction")
+ADAPTER_MEMBERS = (
+    "_execute_mutex",
+    "_transaction",
+    "_start_transaction",
+    "isolation_level",
+    "readonly",
+    "deferrable",
+)
 
 
 def session_of(source: Any) -> AsyncSession:
@@ -52,10 +69,18 @@ async def fetch(source: Any, sql: str, args: list[Any]) -> list[Any]:
         adapter: Any = pooled.dbapi_connection
         report_statement(connection.sync_engine, sql)
         async with adapter._execute_mutex:
-            if adapter._transaction is None:
+            if adapter._transaction is None and _needs_begin(adapter, connection.dialect):
                 await adapter._start_transaction()
             rows: list[Any] = await pooled.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
     return rows
+
+
+def _needs_begin(adapter: Any, dialect: Any) -> bool:
+    """Whether a lone statement would see other than the transaction's first would."""
+    level = adapter.isolation_level
+    if level is None:  # the server's default
+        level = str(dialect.default_isolation_level or "").lower().replace(" ", "_")
+    return level != "read_committed" or bool(adapter.readonly or adapter.deferrable)
 
 
 def dialect_of(source: Any) -> Any:

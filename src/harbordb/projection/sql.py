@@ -21,7 +21,7 @@ from sqlalchemy.orm import RelationshipProperty, aliased
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause as Alias
-from sqlalchemy.types import Enum, TypeDecorator, TypeEngine
+from sqlalchemy.types import Enum, String, TypeDecorator, TypeEngine
 
 from harbordb.errors import ConfigurationError
 from harbordb.projection.shape import Field, Node
@@ -185,7 +185,9 @@ def _related_subquery(
         assert field.value_key is not None
         value = getattr(aliased(prop.mapper.class_, child), field.value_key)
         value_type = value.type
-        if _user_defined(value_type):
+        if _user_defined(value_type) or isinstance(value_type, String):
+            # text[] has a built-in decoder; varchar[] (and enum arrays) would make the
+            # driver look the array type up on every new connection.
             value = cast(value, Text)
         aggregate = func.array_agg(aggregate_order_by(value, *_child_order(field, prop, child)))
         query = select(aggregate).select_from(source).where(*conditions)
