@@ -85,7 +85,8 @@ VARIANT_LABELS = {
     "core-insert": "Core insert() with a list (insertmanyvalues)",
     "repository-copy": "harbordb repository COPY path",
     "asyncpg-copy": "raw asyncpg copy_records_to_table (the floor)",
-    "queuepool-direct": "QueuePool, direct to PostgreSQL",
+    "queuepool-direct": "QueuePool, direct to PostgreSQL (harbordb's FIFO admission)",
+    "queuepool-direct-sqlalchemy-wait": "QueuePool, direct, SQLAlchemy's own pool wait (before)",
     "nullpool-pgbouncer": "NullPool through PgBouncer",
     "queuepool-pgbouncer": "QueuePool through PgBouncer",
 }

@@ -7,6 +7,13 @@ PgBouncer pools); QueuePool through PgBouncer (client connections kept, and
 PgBouncer shares its server connections between transactions). At concurrency
 C, C tasks run the read in a loop; latency is per read, throughput is reads
 per second of wall time.
+
+"queuepool-direct-sqlalchemy-wait" is the same QueuePool without harbordb's
+first-come-first-served admission (`harbordb.pool`): tasks wait in
+SQLAlchemy's own pool queue, where a returned connection goes to whichever
+task asks next. Beyond 10 tasks a read's latency is mostly its wait for a
+connection, so p50/p95/p99/max of the two variants at 64 tasks compare the
+waits before and after.
 """
 
 from __future__ import annotations
@@ -31,6 +38,14 @@ async def _cases(lab: Lab) -> list[Case]:
     if bouncer is None:  # the runner leaves W6 out then; this is a guard
         return []
     name = "harbordb-bench-w6"
+    unfair = commerce_database(
+        lab.target.direct_url,
+        pooler="none",
+        pool_size=POOL_SIZE,
+        max_overflow=0,
+        application_name=name,
+    )
+    unfair._gate = None  # SQLAlchemy's own wait: the baseline of the FIFO admission
     modes = {
         "queuepool-direct": commerce_database(
             lab.target.direct_url,
@@ -39,6 +54,7 @@ async def _cases(lab: Lab) -> list[Case]:
             max_overflow=0,
             application_name=name,
         ),
+        "queuepool-direct-sqlalchemy-wait": unfair,
         "nullpool-pgbouncer": commerce_database(bouncer, pooler="external", application_name=name),
         "queuepool-pgbouncer": commerce_database(
             bouncer, pooler="none", pool_size=POOL_SIZE, max_overflow=0, application_name=name
@@ -65,7 +81,8 @@ W6 = Workload(
     title="pool modes at concurrency 1, 10 and 64",
     description=(
         f"W1's read (repository get with variants) from 1, 10 and 64 concurrent tasks: "
-        f"QueuePool direct, NullPool through PgBouncer, QueuePool through PgBouncer; "
+        f"QueuePool direct (FIFO admission, and SQLAlchemy's own wait), NullPool through "
+        f"PgBouncer, QueuePool through PgBouncer; "
         f"{POOL_SIZE} server connections at most in every mode."
     ),
     unit="op",

@@ -29,6 +29,7 @@ from harbordb.errors import (
     Unavailable,
     UnitOfWorkClosed,
 )
+from harbordb.guards import PoolerUnsafe
 from harbordb.pagination import OffsetPage, Page
 from harbordb.projection import Projection, related
 from harbordb.querycount import QueryCounter, assert_max_queries, count_queries
@@ -55,6 +56,7 @@ __all__ = [
     "OffsetPage",
     "Page",
     "PermissionDenied",
+    "PoolerUnsafe",
     "Projection",
     "QueryCounter",
     "Repository",

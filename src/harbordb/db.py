@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.util import await_
 from typing_extensions import TypeVar as DefaultTypeVar
 
+from harbordb import guards
 from harbordb.config import Pooler, Settings, check_pooler
 from harbordb.errors import ConfigurationError
 from harbordb.nplusone import NPlusOneMode
@@ -112,8 +113,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         },
     }
     if settings.pooler == "external":
-        # The pooler pools; a second pool here would pin its server connections.
-        return create_async_engine(url, poolclass=NullPool, **options)
+        return _pooled_engine(url, options)
     engine = create_async_engine(
         url,
         pool_size=settings.pool_size,
@@ -123,6 +123,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
         **options,
     )
     _listen_for_pings(engine, settings)
+    return engine
+
+
+def _pooled_engine(url: URL, options: dict[str, Any]) -> AsyncEngine:
+    """Behind a transaction pooler: no pool here (it would pin the pooler's server
+    connections), and session state the pooler would break refused (`harbordb.guards`)."""
+    guards.check_startup_options(dict(url.query))
+    options["connect_args"]["connection_class"] = guards.GuardedConnection
+    engine = create_async_engine(url, poolclass=NullPool, **options)
+    event.listen(engine.sync_engine, "before_cursor_execute", guards.before_cursor_execute)
     return engine
 
 

@@ -4,6 +4,8 @@
 
     HarborError
     ├── ConfigurationError     bad settings or URL (also a ValueError)
+    │   ├── InvalidInput       an argument refused before any SQL (out of range, unstorable)
+    │   └── PoolerUnsafe       session state a transaction pooler breaks (harbordb.guards)
     ├── NotFound               a row asked for by key does not exist
     ├── InvalidCursor          a pagination cursor was tampered with or garbled (also a ValueError)
     ├── LazyLoadDetected       the N+1 detector saw relationship loads per parent row

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import pytest
 from sqlalchemy import text, true
 from tests.library.models import Author
@@ -193,3 +194,32 @@ async def test_too_many_connections_is_unavailable(
             await admin.execute(text(f'DROP OWNED BY "{role}"'))
             await admin.execute(text(f'DROP ROLE "{role}"'))
             await admin.commit()
+
+
+@pytest.mark.pgbouncer
+async def test_a_paused_pgbouncer_is_unavailable_within_the_timeout(
+    private_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    bouncer = await anyio.to_thread.run_sync(start_pgbouncer, private_cluster, tmp_path / "pgb")
+    admin = await asyncpg.connect(bouncer.admin_url, statement_cache_size=0)
+    try:
+        async with library_database(bouncer.url, pooler="external") as db:
+            await admin.execute("PAUSE")
+            try:
+                started = anyio.current_time()
+                paused = await _outcome(lambda: _enter_with_timeout(db, 0.5))
+                waited = anyio.current_time() - started
+            finally:
+                await admin.execute("RESUME")
+            _assert_unavailable({"enter": paused})
+            assert "timeout (0.5 s) passed while connecting" in str(paused)
+            assert waited < 60  # not PgBouncer's query_wait_timeout (120 s)
+            await _enter_with_timeout(db, 5)  # resumed
+    finally:
+        await admin.close()
+        await anyio.to_thread.run_sync(bouncer.stop)
+
+
+async def _enter_with_timeout(db: Database[LibraryWork], seconds: float) -> None:
+    async with db.unit_of_work(timeout=seconds) as uow:
+        await uow.session.execute(text("SELECT 1"))  # the private cluster has no schema

@@ -143,10 +143,13 @@ async def test_joined_unit_of_work_commits_to_a_savepoint(
     assert await _count_in(db_connection, email) == 1  # released into the outer transaction
     assert await _authors(database, email) == 0  # which has not committed
 
+    second = _email()
     async with database.unit_of_work(connection=db_connection) as uow:
-        uow.session.add(Author(email=_email(), name="Bea"))
+        uow.session.add(Author(email=second, name="Bea"))
         await uow.flush()
-    assert await _count_in(db_connection, email) == 1  # the second one rolled back to its savepoint
+        assert await _count_in(db_connection, second) == 1  # flushed inside the savepoint
+    assert await _count_in(db_connection, second) == 0  # rolled back to its savepoint
+    assert await _count_in(db_connection, email) == 1  # the first one's release stands
     assert db_connection.in_transaction()
 
 

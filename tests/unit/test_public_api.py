@@ -27,6 +27,7 @@ PUBLIC = {
     "NotFound",
     "OffsetPage",
     "Page",
+    "PoolerUnsafe",
     "PermissionDenied",
     "Projection",
     "QueryCounter",

@@ -225,6 +225,14 @@ def start_pgbouncer(
         "ignore_startup_parameters": "extra_float_digits",
         "log_connections": "0",
         "log_disconnections": "0",
+        # Hand each transaction the least recently used server connection, not the
+        # one the client just used: otherwise an idle PgBouncer keeps giving one
+        # client the same server connection, and a test of session-state
+        # isolation passes even when state leaks.
+        "server_round_robin": "1",
+        # After a failed server login, retry after 1 s, not the default 15 s: a
+        # restarted PostgreSQL is in use again within a second or two.
+        "server_login_retry": "1",
     }
     for _attempt in range(3):  # another process may take the port between probe and bind
         port = _free_port()
