@@ -24,6 +24,7 @@ from tests.library.repositories import DATABASE_OPTIONS, LibraryWork
 
 from harbordb import Database, HarborError, Unavailable
 from harbordb.testing.cluster import PostgresCluster, start_pgbouncer, start_postgres
+from harbordb.testing.plugin import server_dir
 
 Op = Callable[[LibraryWork], Awaitable[object]]
 
@@ -115,13 +116,14 @@ async def _enter(db: Database[LibraryWork]) -> None:
 
 
 @pytest.fixture
-async def private_cluster(tmp_path: Path) -> AsyncIterator[PostgresCluster]:
+async def private_cluster() -> AsyncIterator[PostgresCluster]:
     """A PostgreSQL of the test's own, which it may stop (no schema: no call gets that far)."""
-    cluster = await anyio.to_thread.run_sync(start_postgres, tmp_path / "pg")
-    try:
-        yield cluster
-    finally:
-        await anyio.to_thread.run_sync(cluster.stop)
+    with server_dir("postgres") as base:
+        cluster = await anyio.to_thread.run_sync(start_postgres, base)
+        try:
+            yield cluster
+        finally:
+            await anyio.to_thread.run_sync(cluster.stop)
 
 
 async def test_a_stopped_server_gives_only_unavailable(private_cluster: PostgresCluster) -> None:
@@ -198,26 +200,27 @@ async def test_too_many_connections_is_unavailable(
 
 @pytest.mark.pgbouncer
 async def test_a_paused_pgbouncer_is_unavailable_within_the_timeout(
-    private_cluster: PostgresCluster, tmp_path: Path
+    private_cluster: PostgresCluster,
 ) -> None:
-    bouncer = await anyio.to_thread.run_sync(start_pgbouncer, private_cluster, tmp_path / "pgb")
-    admin = await asyncpg.connect(bouncer.admin_url, statement_cache_size=0)
-    try:
-        async with library_database(bouncer.url, pooler="external") as db:
-            await admin.execute("PAUSE")
-            try:
-                started = anyio.current_time()
-                paused = await _outcome(lambda: _enter_with_timeout(db, 0.5))
-                waited = anyio.current_time() - started
-            finally:
-                await admin.execute("RESUME")
-            _assert_unavailable({"enter": paused})
-            assert "timeout (0.5 s) passed while connecting" in str(paused)
-            assert waited < 60  # not PgBouncer's query_wait_timeout (120 s)
-            await _enter_with_timeout(db, 5)  # resumed
-    finally:
-        await admin.close()
-        await anyio.to_thread.run_sync(bouncer.stop)
+    with server_dir("pgbouncer") as base:
+        bouncer = await anyio.to_thread.run_sync(start_pgbouncer, private_cluster, base)
+        admin = await asyncpg.connect(bouncer.admin_url, statement_cache_size=0)
+        try:
+            async with library_database(bouncer.url, pooler="external") as db:
+                await admin.execute("PAUSE")
+                try:
+                    started = anyio.current_time()
+                    paused = await _outcome(lambda: _enter_with_timeout(db, 0.5))
+                    waited = anyio.current_time() - started
+                finally:
+                    await admin.execute("RESUME")
+                _assert_unavailable({"enter": paused})
+                assert "timeout (0.5 s) passed while connecting" in str(paused)
+                assert waited < 60  # not PgBouncer's query_wait_timeout (120 s)
+                await _enter_with_timeout(db, 5)  # resumed
+        finally:
+            await admin.close()
+            await anyio.to_thread.run_sync(bouncer.stop)
 
 
 async def _enter_with_timeout(db: Database[LibraryWork], seconds: float) -> None:

@@ -51,9 +51,11 @@ empty database of its own on the cluster (e.g. to test downgrades).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -173,17 +175,34 @@ def alembic_inis(config: pytest.Config) -> list[Path]:
     return paths
 
 
+@contextmanager
+def server_dir(prefix: str) -> Iterator[Path]:
+    """A new directory for a server's files, removed on exit.
+
+    Not under pytest's temporary tree: the servers run as their own system user
+    when the suite runs as root, and every pytest session that starts (a nested
+    run included) resets ``/tmp/pytest-of-<user>`` to mode 0700, which would cut
+    a running server off from its own files.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"harbordb-{prefix}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+def pg_cluster() -> Iterator[PostgresCluster]:
     url = os.environ.get("HARBORDB_TEST_DATABASE_URL")
     if url:
         yield PostgresCluster(url=url, admin_url=url, socket_dir=None)
         return
-    cluster = start_postgres(tmp_path_factory.mktemp("postgres"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    with server_dir("postgres") as base:
+        cluster = start_postgres(base)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -201,9 +220,7 @@ def migrated_url(pg_cluster: PostgresCluster, pytestconfig: pytest.Config) -> st
 
 
 @pytest.fixture(scope="session")
-def pgbouncer(
-    migrated_url: str, pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PgBouncer]:
+def pgbouncer(migrated_url: str, pg_cluster: PostgresCluster) -> Iterator[PgBouncer]:
     if find_pgbouncer() is None:
         message = (
             "PgBouncer is not installed: apt-get install pgbouncer (Debian/Ubuntu) "
@@ -212,11 +229,12 @@ def pgbouncer(
         if IN_CI:
             pytest.fail(message + " (CI=true: pooler tests may not be skipped)")
         pytest.skip(message)
-    bouncer = start_pgbouncer(pg_cluster, tmp_path_factory.mktemp("pgbouncer"), pool_size=4)
-    try:
-        yield bouncer
-    finally:
-        bouncer.stop()
+    with server_dir("pgbouncer") as base:
+        bouncer = start_pgbouncer(pg_cluster, base, pool_size=4)
+        try:
+            yield bouncer
+        finally:
+            bouncer.stop()
 
 
 @pytest.fixture(scope="session")
