@@ -19,6 +19,21 @@ a cancellation. After `commit()` the unit of work is finished: touching it
 again raises `UnitOfWorkClosed`. Database errors leave it as harbordb errors
 (`harbordb.errors`), the driver's exception chained.
 
+After the block, the objects it loaded are detached, and what a read loaded
+stays readable (render after the block), while what it did not load raises
+at once. The rule for a block that ends without a commit:
+
+- It wrote nothing (every ``read_only=True`` block): the objects keep the
+  committed values they were read with, and the rollback has no object to
+  expire (it costs no expire pass).
+- It wrote (a flush, an INSERT/UPDATE/DELETE, ORM-enabled or not, a
+  data-modifying CTE, textual SQL, `Repository.copy`; see
+  `harbordb.writetracking`), or holds changes it never flushed: every object
+  it loaded is expired, so reading any attribute after the block raises
+  `DetachedInstanceError`. An object read after a write may show it (a new
+  row in a collection, a trigger's value), so no object of such a block can
+  pass for committed data. Read again in a new unit of work.
+
 Transaction settings (read only, timeouts, row-level security role and
 claims) are applied in the transaction's first statement, as
 ``set_config(name, value, true)``: that is ``SET LOCAL`` in function form,
@@ -37,6 +52,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self, TypedDict, TypeVar, get_args
 
 import anyio
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from harbordb.errors import (
@@ -56,6 +72,7 @@ from harbordb.nplusone import NPlusOneDetector, NPlusOneMode
 from harbordb.pool import ConnectionGate
 from harbordb.repository import Repository
 from harbordb.transaction import Duration, milliseconds, setup_statement, transaction_settings
+from harbordb.writetracking import has_written, start_tracking, stop_tracking, track_writes
 
 IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 AfterCommitCallback = Callable[[], object]
@@ -134,6 +151,7 @@ class UnitOfWork:
         self._state: Literal["new", "open", "committed", "closed"] = "new"
         self._callbacks: list[AfterCommitCallback] = []
         self._repositories: dict[type[Any], Any] = {}
+        self._connection_info: dict[Any, Any] | None = None  # tracks writes (`_finish`)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -169,10 +187,12 @@ class UnitOfWork:
             given = settings.get("statement_timeout")
             if given is None or int(given.removesuffix("ms")) > remaining:
                 settings["statement_timeout"] = f"{remaining}ms"
+        bind = self._session.sync_session.get_bind()
+        track_writes(bind if isinstance(bind, Engine) else bind.engine)
         with anyio.move_on_after(deadline - anyio.current_time()) as scope, translating():
             level = self._isolation_level
             options = {"isolation_level": level} if level else None
-            await self._session.connection(execution_options=options)
+            connection = await self._session.connection(execution_options=options)
             if settings:
                 statement, params = setup_statement(settings)
                 await self._session.execute(statement, params)
@@ -181,6 +201,8 @@ class UnitOfWork:
                 f"the unit of work's timeout ({self._timeout:.3g} s) passed while connecting "
                 "to the database (or waiting for the pooler to hand out a server connection)"
             )
+        self._connection_info = connection.info
+        start_tracking(self._connection_info)  # the settings above are no write
 
     async def __aexit__(
         self,
@@ -202,6 +224,12 @@ class UnitOfWork:
     async def _finish(self) -> None:
         """Roll back unless committed, close the session, end the unit of work.
 
+        The loaded objects are detached. When nothing was written (`_wrote`),
+        they are expunged before the rollback, so it has none to expire: they
+        keep the committed values they were read with, at no expire pass. When
+        something was written, the ORM rollback expires them all: none can show
+        an uncommitted value as if it were committed.
+
         Shielded from cancellation for up to `CLEANUP_TIMEOUT` seconds: an anyio
         cancel scope cancels every await until it exits, which would cut the
         rollback short and leave the server running the cancelled statement with
@@ -213,15 +241,34 @@ class UnitOfWork:
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLEANUP_TIMEOUT):
             try:
                 if rollback:
+                    if not self._wrote():
+                        self._session.expunge_all()
                     with translating():
                         await self._session.rollback()
             finally:
+                if self._connection_info is not None:
+                    stop_tracking(self._connection_info)
                 if self._detector is not None:
                     self._detector.detach()
                 try:
                     await self._session.close()
                 finally:
                     self._release_slot()
+
+    def _wrote(self) -> bool:
+        """Whether this unit of work has written, or holds changes not yet flushed.
+
+        Writes are the statements `harbordb.writetracking` names (INSERT,
+        UPDATE, DELETE, DDL, data-modifying CTEs, textual SQL), flushes
+        included; a READ ONLY transaction has none (PostgreSQL refuses them).
+        True when it cannot tell (the block did not start).
+        """
+        session = self._session
+        if session.new or session.dirty or session.deleted:
+            return True
+        if self._connection_info is not None and self._settings.get("transaction_read_only"):
+            return False
+        return has_written(self._connection_info)
 
     def _release_slot(self) -> None:
         if self._holds_slot and self._gate is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, String, func, select, text, tuple_
+from sqlalchemy import ColumnElement, Float, Select, String, func, select, text, tuple_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.hybrid import hybrid_property
@@ -124,7 +124,9 @@ class RepositoryBase(Generic[ModelT]):
         """
         table = table_of(self.model)
         name = f"{table.schema}.{table.name}" if table.schema else table.name
-        stmt = text("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass(:name)")
+        stmt = text(
+            "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass(:name)"
+        ).columns(reltuples=Float)  # a textual SELECT: a read, not a possible write
         with translating():
             value = (await self.session.execute(stmt, {"name": _quoted(name)})).scalar()
         return None if value is None or value < 0 else round(value)

@@ -25,6 +25,7 @@ from harbordb.repository.base import (
     mapper_of,
     table_of,
 )
+from harbordb.writetracking import mark_written
 
 
 class WriteMethods(RepositoryBase[ModelT]):
@@ -213,6 +214,7 @@ class WriteMethods(RepositoryBase[ModelT]):
             driver = raw.driver_connection
             if driver is None:  # pragma: no cover - a pooled connection always has one
                 raise RuntimeError("the session's connection has no driver connection")
+            mark_written(connection.info)  # the driver's COPY is not seen by SQLAlchemy
             if not driver.is_in_transaction():
                 # The asyncpg adapter begins lazily: make it begin so COPY joins the transaction.
                 await connection.exec_driver_sql("SELECT 1")
