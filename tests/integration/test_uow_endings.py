@@ -20,15 +20,14 @@ from sqlalchemy import event, func, select, text, update
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm.exc import DetachedInstanceError
+from tests.library.models import Author, Base, Book, Genre
+from tests.library.repositories import LibraryWork
+from tests.library.seed import delete_seeded, seed_books
 
-from harbor_commerce.models import Base, Product, Tag, Variant
-from harbor_commerce.repositories import ProductRepository, TagRepository
-from harbor_commerce.seed import seed_product
-from harbor_commerce.uow import CommerceWork
 from harbordb import Database
 from harbordb.testing.plugin import rolled_back_connection
 
-SEED_PREFIX = "endings"  # these tests commit: conftest.py deletes rows seeded under it
+SEED_PREFIX = "endings"  # these tests commit: `author_id` deletes what is seeded under it
 
 UNLOADED = (DetachedInstanceError, InvalidRequestError)  # lazy="raise" or detached: at once
 
@@ -38,10 +37,11 @@ class Boom(Exception):
 
 
 @pytest.fixture
-async def product_id(database: Database[CommerceWork]) -> int:
-    """A committed product with two variants (deleted after the test)."""
-    product = await seed_product(database, SEED_PREFIX, [3, 5])
-    return product.id
+async def author_id(database: Database[LibraryWork]) -> AsyncIterator[int]:
+    """A committed author with two books (3 and 5 copies), deleted after the test."""
+    books = await seed_books(database, SEED_PREFIX, [3, 5])
+    yield books[0].author_id
+    await delete_seeded(database, SEED_PREFIX)
 
 
 @contextmanager
@@ -59,106 +59,105 @@ def expire_events() -> Iterator[list[object]]:
         event.remove(Base, "expire", on_expire)
 
 
-def assert_readable(product: Product, product_id: int) -> None:
+def assert_readable(author: Author, author_id: int) -> None:
     """What the read loaded is there; what it did not load raises at once."""
-    assert product.id == product_id
-    assert product.name.startswith(f"{SEED_PREFIX} ")
-    assert sorted(v.stock_qty for v in product.variants) == [3, 5]
-    assert all(v.sku.startswith(f"{SEED_PREFIX}-") for v in product.variants)
+    assert author.id == author_id
+    assert author.name == SEED_PREFIX
+    assert sorted(book.copies for book in author.books) == [3, 5]
+    assert all(book.isbn.startswith(f"{SEED_PREFIX}-") for book in author.books)
     with pytest.raises(UNLOADED):
-        _ = product.tags  # not in the load plan
+        _ = author.books[0].chapters  # not in the load plan
     with pytest.raises(UNLOADED):
-        _ = product.variants[0].product  # the variants were loaded without it
+        _ = author.books[0].genres
 
 
-def assert_expired(product: Product) -> None:
+def assert_expired(author: Author) -> None:
     """Nothing of the object can be read any more: it cannot pass for committed."""
     with pytest.raises(DetachedInstanceError):
-        _ = product.name
+        _ = author.name
 
 
-async def read(uow: CommerceWork, product_id: int) -> Product:
-    return await uow.products.get(product_id, load=("variants",))
+async def read(uow: LibraryWork, author_id: int) -> Author:
+    return await uow.authors.get(author_id, load=("books",))
 
 
 # -- a unit of work that wrote nothing: readable after every ending ---------------
 
 
-async def test_readable_after_commit(db: Database[CommerceWork], product_id: int) -> None:
+async def test_readable_after_commit(db: Database[LibraryWork], author_id: int) -> None:
     async with db.unit_of_work() as uow:
-        product = await read(uow, product_id)
+        author = await read(uow, author_id)
         await uow.commit()
-    assert_readable(product, product_id)
+    assert_readable(author, author_id)
 
 
 async def test_readable_after_an_exception_rolls_back(
-    db: Database[CommerceWork], product_id: int
+    db: Database[LibraryWork], author_id: int
 ) -> None:
-    loaded: list[Product] = []
+    loaded: list[Author] = []
 
     async def fail_after_reading() -> None:
         async with db.unit_of_work() as uow:
-            loaded.append(await read(uow, product_id))
+            loaded.append(await read(uow, author_id))
             raise Boom
 
     with expire_events() as expired, pytest.raises(Boom):
         await fail_after_reading()
-    assert_readable(loaded[0], product_id)
+    assert_readable(loaded[0], author_id)
     assert expired == []
 
 
 async def test_readable_after_a_read_only_unit_of_work(
-    db: Database[CommerceWork], product_id: int
+    db: Database[LibraryWork], author_id: int
 ) -> None:
     with expire_events() as expired:
         async with db.unit_of_work(read_only=True) as uow:
-            product = await read(uow, product_id)
-    assert_readable(product, product_id)
+            author = await read(uow, author_id)
+    assert_readable(author, author_id)
     assert expired == []
 
 
 async def test_readable_after_leaving_without_commit(
-    db: Database[CommerceWork], product_id: int
+    db: Database[LibraryWork], author_id: int
 ) -> None:
     with expire_events() as expired:
         async with db.unit_of_work() as uow:
-            product = await read(uow, product_id)
-            locked = await uow.products.get(product_id, load=(), for_update=True)  # a read
-    assert_readable(product, product_id)
-    assert locked is product
+            author = await read(uow, author_id)
+            locked = await uow.authors.get(author_id, load=(), for_update=True)  # a read
+    assert_readable(author, author_id)
+    assert locked is author
     assert expired == []
 
 
 async def test_readable_after_run_and_after_a_page(
-    db: Database[CommerceWork], product_id: int
+    db: Database[LibraryWork], author_id: int
 ) -> None:
-    product = await db.run(lambda uow: read(uow, product_id))
-    assert_readable(product, product_id)
+    author = await db.run(lambda uow: read(uow, author_id))
+    assert_readable(author, author_id)
     async with db.unit_of_work(read_only=True) as uow:
-        page = await uow.products.page(Product.id == product_id)
+        page = await uow.authors.page(Author.id == author_id)
     (item,) = page.items
-    assert {tag.name for tag in item.tags} == set()  # in ProductRepository's plan
-    assert len(item.variants) == 2
+    assert [book.chapters for book in item.books] == [[], []]  # AuthorRepository's plan
 
 
 async def test_a_write_counts_as_an_expire_pass_and_a_read_does_not(
-    db: Database[CommerceWork], product_id: int
+    db: Database[LibraryWork], author_id: int
 ) -> None:
     """The contrast that shows the listener sees what it should: the same objects
     are expired by the end of a unit of work that wrote."""
     with expire_events() as expired:
         async with db.unit_of_work() as uow:
-            product = await read(uow, product_id)
-            await uow.repository(TagRepository).add(Tag(name=f"{SEED_PREFIX}-{uuid.uuid4()}"))
-    assert len(expired) >= 3  # the product and its two variants
-    assert_expired(product)
+            author = await read(uow, author_id)
+            await uow.genres.add(Genre(name=f"{SEED_PREFIX}-{uuid.uuid4()}"))
+    assert len(expired) >= 3  # the author and the two books
+    assert_expired(author)
 
 
 # -- joined to an outer connection (how tests run units of work) --------------------
 
 
 @pytest.fixture
-async def outer(db: Database[CommerceWork]) -> AsyncIterator[AsyncConnection]:
+async def outer(db: Database[LibraryWork]) -> AsyncIterator[AsyncConnection]:
     async with rolled_back_connection(db) as connection:
         yield connection
 
@@ -169,14 +168,14 @@ async def _setting(connection: AsyncConnection, name: str) -> str:
 
 
 async def test_joined_readable_and_its_savepoint_rolled_back(
-    db: Database[CommerceWork], outer: AsyncConnection, product_id: int
+    db: Database[LibraryWork], outer: AsyncConnection, author_id: int
 ) -> None:
     before = await _setting(outer, "statement_timeout")
     with expire_events() as expired:
         async with db.unit_of_work(connection=outer, statement_timeout=4.5) as uow:
-            product = await read(uow, product_id)
+            author = await read(uow, author_id)
             assert await _setting(await uow.session.connection(), "statement_timeout") == "4500ms"
-    assert_readable(product, product_id)
+    assert_readable(author, author_id)
     assert expired == []
     # Released, the savepoint would have kept its SET LOCAL; rolled back, it is gone.
     assert await _setting(outer, "statement_timeout") == before
@@ -185,16 +184,15 @@ async def test_joined_readable_and_its_savepoint_rolled_back(
 
 
 async def test_joined_write_is_rolled_back_and_expired(
-    db: Database[CommerceWork], outer: AsyncConnection, product_id: int
+    db: Database[LibraryWork], outer: AsyncConnection, author_id: int
 ) -> None:
     async with db.unit_of_work(connection=outer) as uow:
-        product = await read(uow, product_id)
-        await uow.products.update(product_id, name="renamed, never committed")
-        assert product.name == "renamed, never committed"
-    assert_expired(product)
-    name = (await outer.execute(select(Product.name).where(Product.id == product_id))).scalar()
-    assert name is not None
-    assert name.startswith(f"{SEED_PREFIX} ")
+        author = await read(uow, author_id)
+        await uow.authors.update(author_id, name="renamed, never committed")
+        assert author.name == "renamed, never committed"
+    assert_expired(author)
+    name = (await outer.execute(select(Author.name).where(Author.id == author_id))).scalar()
+    assert name == SEED_PREFIX
 
 
 # -- a unit of work that wrote and did not commit: nothing looks committed -----------
@@ -202,35 +200,35 @@ async def test_joined_write_is_rolled_back_and_expired(
 RENAMED = "renamed, never committed"
 
 
-async def _flush(uow: CommerceWork, product: Product, product_id: int) -> None:
-    product.name = RENAMED
+async def _flush(uow: LibraryWork, author: Author, author_id: int) -> None:
+    author.name = RENAMED
     await uow.flush()
 
 
-async def _orm_update(uow: CommerceWork, product: Product, product_id: int) -> None:
-    await uow.products.update(product_id, name=RENAMED)  # UPDATE ... RETURNING, refreshed
+async def _orm_update(uow: LibraryWork, author: Author, author_id: int) -> None:
+    await uow.authors.update(author_id, name=RENAMED)  # UPDATE ... RETURNING, refreshed
 
 
-async def _orm_update_where(uow: CommerceWork, product: Product, product_id: int) -> None:
-    await uow.products.update_where(Product.id == product_id, values={"name": RENAMED})
+async def _orm_update_where(uow: LibraryWork, author: Author, author_id: int) -> None:
+    await uow.authors.update_where(Author.id == author_id, values={"name": RENAMED})
 
 
-async def _core_update(uow: CommerceWork, product: Product, product_id: int) -> None:
-    table = Product.__table__
-    await uow.session.execute(update(table).where(table.c.id == product_id).values(name=RENAMED))
+async def _core_update(uow: LibraryWork, author: Author, author_id: int) -> None:
+    table = Author.__table__
+    await uow.session.execute(update(table).where(table.c.id == author_id).values(name=RENAMED))
 
 
-async def _textual(uow: CommerceWork, product: Product, product_id: int) -> None:
+async def _textual(uow: LibraryWork, author: Author, author_id: int) -> None:
     await uow.session.execute(
-        text("UPDATE products SET name = :name WHERE id = :id"), {"name": RENAMED, "id": product_id}
+        text("UPDATE authors SET name = :name WHERE id = :id"), {"name": RENAMED, "id": author_id}
     )
 
 
-async def _cte_in_a_select(uow: CommerceWork, product: Product, product_id: int) -> None:
-    table = Product.__table__
+async def _cte_in_a_select(uow: LibraryWork, author: Author, author_id: int) -> None:
+    table = Author.__table__
     renamed = (
         update(table)
-        .where(table.c.id == product_id)
+        .where(table.c.id == author_id)
         .values(name=RENAMED)
         .returning(table.c.id)
         .cte("renamed")
@@ -238,25 +236,24 @@ async def _cte_in_a_select(uow: CommerceWork, product: Product, product_id: int)
     await uow.session.execute(select(func.count()).select_from(renamed))
 
 
-async def _on_the_connection(uow: CommerceWork, product: Product, product_id: int) -> None:
-    table = Product.__table__
+async def _on_the_connection(uow: LibraryWork, author: Author, author_id: int) -> None:
+    table = Author.__table__
     connection = await uow.session.connection()
-    await connection.execute(update(table).where(table.c.id == product_id).values(name=RENAMED))
+    await connection.execute(update(table).where(table.c.id == author_id).values(name=RENAMED))
 
 
-async def _unflushed(uow: CommerceWork, product: Product, product_id: int) -> None:
-    product.name = RENAMED  # never sent: still not committed
+async def _unflushed(uow: LibraryWork, author: Author, author_id: int) -> None:
+    author.name = RENAMED  # never sent: still not committed
 
 
-async def _copy(uow: CommerceWork, product: Product, product_id: int) -> None:
-    variants = uow.variants
-    await variants.copy(
-        [(product_id, f"{SEED_PREFIX}-{uuid.uuid4().hex}", "copied", 1, 0)],
-        columns=("product_id", "sku", "name", "price_cents", "stock_qty"),
+async def _copy(uow: LibraryWork, author: Author, author_id: int) -> None:
+    await uow.books.copy(
+        [(author_id, f"{SEED_PREFIX}-{uuid.uuid4().hex}", "copied", 100, 1)],
+        columns=("author_id", "isbn", "title", "price_cents", "copies"),
     )
 
 
-WRITES: dict[str, Callable[[CommerceWork, Product, int], Awaitable[None]]] = {
+WRITES: dict[str, Callable[[LibraryWork, Author, int], Awaitable[None]]] = {
     "flush": _flush,
     "orm update returning": _orm_update,
     "orm update_where": _orm_update_where,
@@ -272,27 +269,27 @@ WRITES: dict[str, Callable[[CommerceWork, Product, int], Awaitable[None]]] = {
 @pytest.mark.parametrize("ending", ["leave", "exception"])
 @pytest.mark.parametrize("write", list(WRITES))
 async def test_a_write_not_committed_is_not_readable_as_if_committed(
-    db: Database[CommerceWork], product_id: int, write: str, ending: str
+    db: Database[LibraryWork], author_id: int, write: str, ending: str
 ) -> None:
     with pytest.raises(Boom) if ending == "exception" else _nothing():
         async with db.unit_of_work() as uow:
-            product = await read(uow, product_id)
-            await WRITES[write](uow, product, product_id)
+            author = await read(uow, author_id)
+            await WRITES[write](uow, author, author_id)
             if write != "unflushed change":  # a read would flush it
                 # Read after the write: the session now shows what the statement changed.
-                again = await uow.products.list(Product.id == product_id, load=("variants",))
-                assert again == [product]
+                again = await uow.authors.list(Author.id == author_id, load=("books",))
+                assert again == [author]
             if ending == "exception":
                 raise Boom
-    assert_expired(product)
-    for variant in product.__dict__.get("variants", []):
+    assert_expired(author)
+    for book in author.__dict__.get("books", []):
         with pytest.raises(DetachedInstanceError):
-            _ = variant.sku
+            _ = book.isbn
     async with db.unit_of_work(read_only=True) as uow:
-        committed = await read(uow, product_id)
-        name, variants = committed.name, len(committed.variants)
+        committed = await read(uow, author_id)
+        name, books = committed.name, len(committed.books)
     assert name != RENAMED
-    assert variants == 2
+    assert books == 2
 
 
 @contextmanager
@@ -300,35 +297,35 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-async def test_reads_through_a_variant_repository_stay_readable(
-    db: Database[CommerceWork], product_id: int
+async def test_reads_through_other_repositories_stay_readable(
+    db: Database[LibraryWork], author_id: int
 ) -> None:
-    """Core reads of a read model and ORM reads of another repository: nothing written."""
     async with db.unit_of_work() as uow:
-        cards = await uow.repository(ProductRepository).catalog_cards(limit=500)
-        variants = await uow.variants.list(Variant.product_id == product_id)
-    assert isinstance(cards.items, tuple)
-    assert sorted(v.stock_qty for v in variants) == [3, 5]
+        books = await uow.books.list(Book.author_id == author_id)  # each with its author
+        titles = await uow.catalog.list(Book.author_id == author_id, load=("genres",))
+    assert sorted(book.copies for book in books) == [3, 5]
+    assert {book.author.name for book in books} == {SEED_PREFIX}
+    assert [book.genres for book in titles] == [[], []]
 
 
 async def test_textual_sql_counts_as_a_write_except_in_a_read_only_block(
-    db: Database[CommerceWork], product_id: int
+    db: Database[LibraryWork], author_id: int
 ) -> None:
     """`text()` may write, so it counts, unless the transaction is READ ONLY."""
     async with db.unit_of_work(read_only=True) as uow:
-        product = await read(uow, product_id)
+        author = await read(uow, author_id)
         await uow.session.execute(text("SELECT 1"))
-    assert_readable(product, product_id)
+    assert_readable(author, author_id)
     async with db.unit_of_work() as uow:
-        product = await read(uow, product_id)
+        author = await read(uow, author_id)
         await uow.session.execute(text("SELECT 1"))
-    assert_expired(product)
+    assert_expired(author)
 
 
 async def test_a_change_never_flushed_in_a_read_only_block_is_expired(
-    db: Database[CommerceWork], product_id: int
+    db: Database[LibraryWork], author_id: int
 ) -> None:
     async with db.unit_of_work(read_only=True) as uow:
-        product = await read(uow, product_id)
-        product.name = RENAMED
-    assert_expired(product)
+        author = await read(uow, author_id)
+        author.name = RENAMED
+    assert_expired(author)
