@@ -19,20 +19,13 @@ a cancellation. After `commit()` the unit of work is finished: touching it
 again raises `UnitOfWorkClosed`. Database errors leave it as harbordb errors
 (`harbordb.errors`), the driver's exception chained.
 
-After the block, the objects it loaded are detached, and what a read loaded
-stays readable (render after the block), while what it did not load raises
-at once. The rule for a block that ends without a commit:
-
-- It wrote nothing (every ``read_only=True`` block): the objects keep the
-  committed values they were read with, and the rollback has no object to
-  expire (it costs no expire pass).
-- It wrote (a flush, an INSERT/UPDATE/DELETE, ORM-enabled or not, a
-  data-modifying CTE, textual SQL, `Repository.copy`; see
-  `harbordb.writetracking`), or holds changes it never flushed: every object
-  it loaded is expired, so reading any attribute after the block raises
-  `DetachedInstanceError`. An object read after a write may show it (a new
-  row in a collection, a trigger's value), so no object of such a block can
-  pass for committed data. Read again in a new unit of work.
+After the block its objects are detached: what a read loaded stays readable
+(render after the block), what it did not load raises at once. A block that
+ends without a commit and wrote nothing (every ``read_only=True`` block)
+keeps them so at no expire pass. One that wrote (`harbordb.writetracking`
+says what counts) or holds unflushed changes expires every object it loaded:
+any of them may show uncommitted data (a new row in a collection, a
+trigger's value), so after the block each raises `DetachedInstanceError`.
 
 Transaction settings (read only, timeouts, row-level security role and
 claims) are applied in the transaction's first statement, as
