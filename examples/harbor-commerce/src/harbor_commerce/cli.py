@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
+from harbor_commerce.api.serve import add_serve_command
+from harbor_commerce.demo import add_seed_command
 from harbor_commerce.sweeper import add_sweep_command
 
 
@@ -14,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     add_sweep_command(subparsers)
+    add_seed_command(subparsers)
+    add_serve_command(subparsers)
     return parser
 
 
