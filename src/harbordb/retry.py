@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import anyio
@@ -33,6 +34,9 @@ BASE_DELAY = 0.02  # seconds: the cap of the first backoff
 MAX_DELAY = 1.0  # seconds: the cap no backoff exceeds
 
 logger = logging.getLogger("harbordb.retry")
+
+ATTEMPT: ContextVar[int] = ContextVar("harbordb.retry.attempt", default=0)
+"""Re-runs before the current attempt of `run_with_retries` (for `harbordb.observability`)."""
 
 
 def backoff_delay(attempt: int, *, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> float:
@@ -57,6 +61,7 @@ async def run_with_retries(
     attempt = 0
     while True:
         uow: UoWT | None = None
+        attempt_token = ATTEMPT.set(attempt)
         try:
             async with open_unit_of_work() as uow:
                 result = await fn(uow)
@@ -76,3 +81,5 @@ async def run_with_retries(
                 retries,
             )
             await anyio.sleep(delay)
+        finally:
+            ATTEMPT.reset(attempt_token)

@@ -126,6 +126,7 @@ class UnitOfWork:
                 f"isolation_level must be one of {', '.join(get_args(IsolationLevel))}"
             )
         self._session = session
+        session.info["harbordb.unit_of_work"] = self  # for harbordb.observability
         self._isolation_level = isolation_level
         self._settings = transaction_settings(
             read_only=read_only,

@@ -3,7 +3,8 @@
     uvicorn --factory harbor_commerce.api:create_app     # settings from the environment
 
 `create_app` reads `ApiSettings` (or takes them), and opens Harbor's
-`Database` in the app's lifespan, closing it at shutdown. A `Database` passed
+`Database` in the app's lifespan, closing it at shutdown; there, too, it
+switches on harbordb's observability when the environment asks for it. A `Database` passed
 in (tests) is used as it is and left open.
 """
 
@@ -19,6 +20,7 @@ from harbor_commerce.api.routes import router
 from harbor_commerce.api.settings import ApiSettings
 from harbor_commerce.uow import CommerceWork, commerce_database
 from harbordb import Database
+from harbordb.observability import instrument_from_env
 
 
 def create_app(
@@ -33,8 +35,15 @@ def create_app(
             yield
             return
         async with commerce_database(settings.database_url, pooler=settings.pooler) as db:
+            # Traces, pool metrics, slow statements: off unless HARBORDB_OTEL=1 or
+            # HARBORDB_SLOW_STATEMENT_MS is set (harbordb.observability).
+            observed = instrument_from_env(db)
             app.state.database = db
-            yield
+            try:
+                yield
+            finally:
+                if observed is not None:
+                    observed.remove()
 
     app = FastAPI(
         title="Harbor Commerce",

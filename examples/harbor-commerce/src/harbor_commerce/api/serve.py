@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import replace
@@ -45,6 +46,17 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         action="store_true",
         help="DEVELOPMENT ONLY: sign tokens with the well-known dev key (always on when embedded)",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print harbordb's spans (a unit of work and its statements) to stderr",
+    )
+    parser.add_argument(
+        "--slow-ms",
+        type=float,
+        metavar="MS",
+        help="log statements at least this slow (caller, role, redacted SQL)",
+    )
     parser.set_defaults(handler=_serve)
 
 
@@ -73,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
         except (HarborError, OSError, RuntimeError) as exc:
             console.print(f"[red]could not prepare the database: {exc}[/]")
             return 3
+        _observability(args)
         base = f"http://{args.host}:{args.port}"
         if settings.dev_auth:
             console.print("[yellow]DEVELOPMENT-ONLY tokens: anyone can act as any customer[/]")
@@ -88,6 +101,25 @@ def _serve(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, SystemExit):
             console.print("stopping")
     return 0
+
+
+def _observability(args: argparse.Namespace) -> None:
+    """--trace: spans to stderr through the SDK's console exporter; --slow-ms: the slow log."""
+    import logging
+    import os
+
+    if args.slow_ms is not None:
+        os.environ["HARBORDB_SLOW_STATEMENT_MS"] = str(args.slow_ms)
+        logging.basicConfig(level=logging.WARNING)
+    if args.trace:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+        trace.set_tracer_provider(provider)
+        os.environ["HARBORDB_OTEL"] = "1"
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
