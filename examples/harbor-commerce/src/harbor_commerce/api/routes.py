@@ -51,7 +51,7 @@ async def catalog(
     tag: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     search: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> CatalogPage:
-    """Live products by name, with variants and tags: three statements per page."""
+    """Live products by name, with variants and tags: one statement per page (a projection)."""
     page = await uow.products.catalog_cards(after=after, limit=limit, tag=tag, search=search)
     return CatalogPage(
         items=[ProductCardOut.model_validate(card) for card in page.items],

@@ -1,6 +1,6 @@
-"""harbordb.observability against the real database, directly and through PgBouncer:
-spans per unit of work and statement (OpenTelemetry SDK, in-memory exporter),
-the slow-statement log, and pool metrics (in-memory metric reader)."""
+"""harbordb.observability against the real database (the library's roles), directly and
+through PgBouncer: spans per unit of work and statement (OpenTelemetry SDK, in-memory
+exporter), the slow-statement log, and pool metrics (in-memory metric reader)."""
 
 from __future__ import annotations
 
@@ -21,17 +21,9 @@ from sqlalchemy import text
 from harbordb import Database, DatabaseError, Retryable
 from harbordb.observability import instrument, instrument_from_env
 
-DIRECT_AND_POOLED = ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)]
 CLAIM = "claim-value-4711"
 BOUND = "bound-value-0815"
 LITERAL = "literal-value-2342"
-
-
-@pytest.fixture(params=DIRECT_AND_POOLED)
-def db(request: pytest.FixtureRequest) -> Database:
-    name = "database" if request.param == "direct" else "pooled_database"
-    database: Database = request.getfixturevalue(name)
-    return database
 
 
 @pytest.fixture
@@ -71,15 +63,13 @@ def assert_no_values(exporter: InMemorySpanExporter) -> None:
 async def test_a_span_per_unit_of_work_with_statement_children(
     traced: Database, exporter: InMemorySpanExporter
 ) -> None:
-    async with traced.unit_of_work(
-        read_only=True, role="authenticated", claims={"sub": CLAIM}
-    ) as uow:
+    async with traced.unit_of_work(read_only=True, role="reader", claims={"sub": CLAIM}) as uow:
         await uow.session.execute(text("SELECT :v"), {"v": BOUND})
         await uow.session.execute(text(f"SELECT '{LITERAL}', 2 UNION ALL SELECT 'x', 3"))
     (span,) = units_of_work(exporter)
     attributes = dict(span.attributes or {})
     assert attributes["harbordb.read_only"] is True
-    assert attributes["harbordb.role"] == "authenticated"
+    assert attributes["harbordb.role"] == "reader"
     assert attributes["harbordb.isolation_level"] == "default"
     assert attributes["harbordb.retries"] == 0
     assert attributes["harbordb.statements"] == 3  # the settings, then two
@@ -164,7 +154,7 @@ async def test_slow_statements_are_logged_with_caller_and_role(
     caplog.set_level(logging.WARNING, logger="harbordb.slow")
     slow = instrument(db, traces=False, metrics=False, slow_statement_ms=50)
     try:
-        async with db.unit_of_work(read_only=True, role="anon", claims={"sub": CLAIM}) as uow:
+        async with db.unit_of_work(read_only=True, role="reader", claims={"sub": CLAIM}) as uow:
             await uow.session.execute(
                 text(f"SELECT pg_sleep(0.06), '{LITERAL}', :v"), {"v": BOUND}
             )  # the line the log names
@@ -174,7 +164,7 @@ async def test_slow_statements_are_logged_with_caller_and_role(
     assert len(records) == 1
     message = records[0].getMessage()
     assert "test_observability.py:" in message
-    assert "(role anon)" in message
+    assert "(role reader)" in message
     assert records[0].harbordb_duration_ms >= 50  # type: ignore[attr-defined]
     for value in (CLAIM, BOUND, LITERAL):
         assert value not in message
