@@ -24,6 +24,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from harbordb.cli_db import add_db_command, add_doctor_command
+
 EXIT_OK = 0
 EXIT_DRIFT = 1
 EXIT_USAGE = 2
@@ -124,6 +126,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_migrate_command,
+    add_db_command,
+    add_doctor_command,
 ]
 
 
