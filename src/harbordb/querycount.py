@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import greenlet
 import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState, RelationshipProperty, Session
 
@@ -128,6 +128,54 @@ def report_statement(engine: Engine, statement: str) -> None:
     the driver's own connection, which SQLAlchemy's events never see."""
     for record in _DIRECT.get(engine, ()):
         record(statement)
+
+
+class DirectObserver(Protocol):
+    """Told of statements sent on the driver's own connection (`harbordb.observability`)."""
+
+    def direct_started(
+        self, connection: Connection, statement: str
+    ) -> Callable[[int | None, BaseException | None], None]:
+        """Called as the statement is sent; returns what to call with (rows, error) after."""
+        ...
+
+
+_DIRECT_OBSERVERS: dict[Engine, list[DirectObserver]] = {}
+
+
+def observe_direct(engine: Engine, observer: DirectObserver, *, remove: bool = False) -> None:
+    """Register (or remove) `observer` for `engine`'s direct statements."""
+    observers = _DIRECT_OBSERVERS.setdefault(engine, [])
+    if remove:
+        if observer in observers:
+            observers.remove(observer)
+        if not observers:
+            del _DIRECT_OBSERVERS[engine]
+    else:
+        observers.append(observer)
+
+
+@contextmanager
+def direct_statement(connection: Connection, statement: str) -> Iterator[Callable[[int], None]]:
+    """Around a statement sent on `connection`'s driver connection, past SQLAlchemy's events:
+    reports it to the counters (`report_statement`) and to the observers; the body calls
+    the yielded function with the number of rows."""
+    engine = connection.engine
+    report_statement(engine, statement)
+    observers = _DIRECT_OBSERVERS.get(engine)
+    if not observers:
+        yield lambda rows: None
+        return
+    finished = [observer.direct_started(connection, statement) for observer in observers]
+    rows: list[int] = []
+    try:
+        yield rows.append
+    except BaseException as exc:
+        for finish in finished:
+            finish(rows[-1] if rows else None, exc)
+        raise
+    for finish in finished:
+        finish(rows[-1] if rows else None, None)
 
 
 @contextmanager

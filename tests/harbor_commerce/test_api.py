@@ -356,3 +356,37 @@ async def test_each_customer_sees_and_checks_out_only_their_own(
     assert stolen.status_code == 404
     mine = await client.post("/checkout", json={"order_ref": alices_ref}, headers=bearer(alice.id))
     assert mine.status_code == 200
+
+
+async def test_a_traced_request_shows_its_unit_of_work_and_every_statement(
+    client: httpx.AsyncClient, api_db: Database[CommerceWork]
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from harbordb.observability import instrument
+
+    shop = await seed_catalog(api_db)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observed = instrument(api_db, metrics=False, tracer_provider=provider)
+    try:
+        response = await client.get("/catalog", params={"search": shop.word})
+    finally:
+        observed.remove()
+    assert response.status_code == 200
+    spans = exporter.get_finished_spans()
+    (work,) = [s for s in spans if s.name == "harbordb.unit_of_work"]
+    assert work.attributes is not None
+    assert work.attributes["harbordb.role"] == "anon"
+    # The settings, and the catalog projection sent on the driver's connection.
+    assert work.attributes["harbordb.statements"] == 2
+    assert work.attributes["harbordb.rows"] == 1 + 3
+    assert work.context is not None
+    statements = [s for s in spans if s.parent and s.parent.span_id == work.context.span_id]
+    assert [s.name for s in statements] == ["SELECT", "SELECT"]
+    assert statements[1].attributes is not None
+    assert statements[1].attributes["db.response.returned_rows"] == 3
+    assert shop.word not in str([dict(s.attributes or {}) for s in spans])  # bound, not shown

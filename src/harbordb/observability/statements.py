@@ -19,6 +19,7 @@ import logging
 import re
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, SessionTransaction
 
-from harbordb.querycount import caller_location
+from harbordb.querycount import caller_location, observe_direct
 from harbordb.retry import ATTEMPT
 
 UNIT_OF_WORK_KEY = "harbordb.unit_of_work"
@@ -37,6 +38,20 @@ logger = logging.getLogger("harbordb.slow")
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
 _START = "_harbordb_started"
 _SPAN = "_harbordb_span"
+
+
+def _driver_error(error: BaseException) -> BaseException:
+    """The innermost exception of the chain that carries a SQLSTATE, else `error`."""
+    found: BaseException = error
+    current: BaseException | None = error
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(getattr(current, "sqlstate", None), str):
+            found = current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return found
 
 
 def redact(statement: str) -> str:
@@ -93,11 +108,13 @@ class StatementObserver:
         ]
         for target, name, fn in self._listeners:
             event.listen(target, name, fn)
+        observe_direct(engine, self)
 
     def remove(self) -> None:
         for target, name, fn in self._listeners:
             if event.contains(target, name, fn):
                 event.remove(target, name, fn)
+        observe_direct(self.engine, self, remove=True)
 
     # -- units of work --------------------------------------------------------------
 
@@ -159,24 +176,10 @@ class StatementObserver:
         context: Any,
         executemany: bool,
     ) -> None:
-        work = self._connections.get(conn)
-        if self.tracer is not None and context is not None:
-            parent = work.span if work is not None else None
-            parent_context = trace.set_span_in_context(parent) if parent is not None else None
-            operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
-            span = self.tracer.start_span(
-                operation or "statement",
-                context=parent_context,
-                kind=SpanKind.CLIENT,
-                attributes={
-                    "db.system.name": "postgresql",
-                    "db.operation.name": operation,
-                    "db.query.text": redact(statement),
-                },
-            )
-            setattr(context, _SPAN, span)
-        if context is not None:
-            setattr(context, _START, time.perf_counter())
+        if context is None:
+            return
+        setattr(context, _SPAN, self._start_statement(conn, statement))
+        setattr(context, _START, time.perf_counter())
 
     def _after_execute(
         self,
@@ -188,32 +191,77 @@ class StatementObserver:
         executemany: bool,
     ) -> None:
         rows = getattr(cursor, "rowcount", -1)
-        rows = rows if isinstance(rows, int) and rows >= 0 else 0
+        self._finish_statement(
+            conn,
+            statement,
+            getattr(context, _SPAN, None),
+            getattr(context, _START, None),
+            rows if isinstance(rows, int) and rows >= 0 else 0,
+        )
+
+    def direct_started(
+        self, connection: Connection, statement: str
+    ) -> Callable[[int | None, BaseException | None], None]:
+        """A statement sent past SQLAlchemy (`harbordb.querycount.direct_statement`)."""
+        span = self._start_statement(connection, statement)
+        started = time.perf_counter()
+
+        def finished(rows: int | None, error: BaseException | None) -> None:
+            if error is None:
+                self._finish_statement(connection, statement, span, started, rows or 0)
+            else:
+                self._fail_statement(connection, span, error)
+
+        return finished
+
+    def _start_statement(self, conn: Connection, statement: str) -> trace.Span | None:
+        if self.tracer is None:
+            return None
+        work = self._connections.get(conn)
+        parent = work.span if work is not None else None
+        parent_context = trace.set_span_in_context(parent) if parent is not None else None
+        operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+        return self.tracer.start_span(
+            operation or "statement",
+            context=parent_context,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system.name": "postgresql",
+                "db.operation.name": operation,
+                "db.query.text": redact(statement),
+            },
+        )
+
+    def _finish_statement(
+        self,
+        conn: Connection,
+        statement: str,
+        span: trace.Span | None,
+        started: float | None,
+        rows: int,
+    ) -> None:
         work = self._connections.get(conn)
         if work is not None:
             work.statements += 1
             work.rows += rows
-        span = getattr(context, _SPAN, None)
         if span is not None:
             span.set_attribute("db.response.returned_rows", rows)
             span.end()
-        started = getattr(context, _START, None)
         if self.slow_after is not None and started is not None:
             elapsed = time.perf_counter() - started
             if elapsed >= self.slow_after:
                 self._log_slow(statement, elapsed, work)
 
-    def _on_error(self, exception_context: Any) -> None:
-        context = exception_context.execution_context
-        conn = exception_context.connection
+    def _fail_statement(
+        self, conn: Connection | None, span: trace.Span | None, error: BaseException
+    ) -> None:
         work = self._connections.get(conn) if conn is not None else None
         if work is not None:
             work.statements += 1
             work.failed = True
-        span = getattr(context, _SPAN, None) if context is not None else None
         if span is None:
             return
-        original = exception_context.original_exception
+        original = _driver_error(error)
         sqlstate = getattr(original, "sqlstate", None)
         attributes = {"error.type": type(original).__name__}
         if isinstance(sqlstate, str):
@@ -221,7 +269,15 @@ class StatementObserver:
         span.set_attributes(attributes)
         span.set_status(Status(StatusCode.ERROR, f"SQLSTATE {sqlstate}" if sqlstate else None))
         span.end()
-        setattr(context, _SPAN, None)
+
+    def _on_error(self, exception_context: Any) -> None:
+        context = exception_context.execution_context
+        span = getattr(context, _SPAN, None) if context is not None else None
+        self._fail_statement(
+            exception_context.connection, span, exception_context.original_exception
+        )
+        if context is not None:
+            setattr(context, _SPAN, None)
 
     def _log_slow(self, statement: str, elapsed: float, work: _Work | None) -> None:
         location = caller_location()

@@ -25,8 +25,8 @@ That uses non-public members of the adapter (``_execute_mutex``,
 ``deferrable``: `ADAPTER_MEMBERS`), present in
 SQLAlchemy 2.1 (pinned ``<2.2``); ``tests/integration/test_projection.py``
 fails loudly if they change. Statements are reported to harbordb's statement
-counters (`harbordb.querycount.report_statement`), which SQLAlchemy's events
-would miss.
+counters and observers (`harbordb.querycount.direct_statement`), which
+SQLAlchemy's events would miss.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from harbordb.errors import ConfigurationError, translating
-from harbordb.querycount import report_statement
+from harbordb.querycount import direct_statement
 
 ADAPTER_MEMBERS = (
     "_execute_mutex",
@@ -67,11 +67,14 @@ async def fetch(source: Any, sql: str, args: list[Any]) -> list[Any]:
         connection = await session.connection()
         pooled = await connection.get_raw_connection()
         adapter: Any = pooled.dbapi_connection
-        report_statement(connection.sync_engine, sql)
-        async with adapter._execute_mutex:
-            if adapter._transaction is None and _needs_begin(adapter, connection.dialect):
-                await adapter._start_transaction()
-            rows: list[Any] = await pooled.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+        sync_connection = connection.sync_connection
+        assert sync_connection is not None  # the session's connection is open
+        with direct_statement(sync_connection, sql) as fetched:
+            async with adapter._execute_mutex:
+                if adapter._transaction is None and _needs_begin(adapter, connection.dialect):
+                    await adapter._start_transaction()
+                rows: list[Any] = await pooled.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            fetched(len(rows))
     return rows
 
 
