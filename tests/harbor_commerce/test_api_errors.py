@@ -20,7 +20,15 @@ from harbor_commerce.api.deps import ReadWork
 from harbor_commerce.inventory import CheckoutFailed, ReservationExpired
 from harbor_commerce.models import ReservationStatus
 from harbor_commerce.uow import CommerceWork, commerce_database
-from harbordb import Conflict, Database, ForeignKeyViolation, Retryable, Unavailable
+from harbordb import (
+    CommitUncertain,
+    Conflict,
+    Database,
+    ForeignKeyViolation,
+    InvalidInput,
+    Retryable,
+    Unavailable,
+)
 from harbordb.testing.cluster import _free_port
 
 KEY = "a-test-signing-key-that-is-long-enough-for-hs256"
@@ -58,6 +66,8 @@ RAISED = {
         "this order_ref was checked out by another customer", order_ref="ref"
     ),
     "bug": RuntimeError(f"unexpected {SECRET}"),
+    "invalid-input": InvalidInput(f"qty must be between 1 and 5, got {SECRET}"),
+    "uncertain": CommitUncertain("COMMIT was sent, then the connection was lost"),
 }
 
 
@@ -111,6 +121,8 @@ async def test_missing_privilege_is_403(client: httpx.AsyncClient) -> None:
         ("expired", 409, "reservation_expired"),
         ("checkout-failed", 409, "checkout_failed"),
         ("bug", 500, "internal"),
+        ("invalid-input", 422, "invalid_request"),
+        ("uncertain", 503, "commit_uncertain"),
     ],
 )
 async def test_raised_errors_map_to_their_status(

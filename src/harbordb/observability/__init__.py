@@ -96,7 +96,9 @@ def instrument(
 
             meter = otel_metrics.get_meter("harbordb", release, meter_provider=meter_provider)
             name = pool_name or db.settings.application_name
-            observers.append(PoolMetrics(engine, meter, name))
+            # The Database's FIFO admission, where units of work wait for a connection.
+            gate = getattr(db, "_gate", None)
+            observers.append(PoolMetrics(engine, meter, name, gate))
     if tracer is not None or slow_statement_ms is not None:
         observers.append(
             StatementObserver(engine, tracer=tracer, slow_statement_ms=slow_statement_ms)

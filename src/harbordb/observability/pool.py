@@ -14,9 +14,12 @@ Every point carries ``harbordb.pool.name``. With ``pooler="external"`` the
 engine has no pool of its own (NullPool): size and overflow are not
 reported, and every checkout opens a connection to the pooler.
 
-Waiters and wait time come from wrapping the pool's ``_do_get`` (the method
-every checkout waits in; SQLAlchemy is pinned below 2.2), re-applied when
-`AsyncEngine.dispose` replaces the pool.
+Waiters and wait time are measured where a unit of work waits: at the
+`Database`'s FIFO admission (`harbordb.pool.ConnectionGate.acquire`, wrapped
+on the instance), which hands out the pool's slots; without one (behind an
+external pooler) at the pool's ``_do_get`` (where NullPool connects;
+SQLAlchemy is pinned below 2.2), re-applied when `AsyncEngine.dispose`
+replaces the pool.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ _WRAPPED = "_harbordb_do_get"
 class PoolMetrics:
     """Reports one engine's pool; `remove` stops it (instruments then report nothing)."""
 
-    def __init__(self, engine: Engine, meter: Meter, name: str) -> None:
+    def __init__(self, engine: Engine, meter: Meter, name: str, gate: Any = None) -> None:
         self.engine = engine
+        self.gate = gate
         self.attributes = {"harbordb.pool.name": name}
         self.active = True
         self.checked_out = 0
@@ -76,13 +80,18 @@ class PoolMetrics:
         ]
         for target, name_, fn in self._listeners:
             event.listen(target, name_, fn)
-        self._wrap(engine.pool)
+        if gate is not None:
+            self._wrap_gate(gate)
+        else:
+            self._wrap(engine.pool)
 
     def remove(self) -> None:
         self.active = False
         for target, name, fn in self._listeners:
             if event.contains(target, name, fn):
                 event.remove(target, name, fn)
+        if self.gate is not None:
+            self.gate.__dict__.pop("acquire", None)
         self._unwrap(self.engine.pool)
 
     # -- observations -------------------------------------------------------------------
@@ -119,9 +128,25 @@ class PoolMetrics:
         self.invalidations.add(1, self.attributes)
 
     def _on_disposed(self, connection: Any) -> None:
-        self._wrap(self.engine.pool)  # dispose() put a new pool in place
+        if self.gate is None:
+            self._wrap(self.engine.pool)  # dispose() put a new pool in place
 
     # -- waiting ----------------------------------------------------------------------------
+
+    def _wrap_gate(self, gate: Any) -> None:
+        original = gate.acquire
+
+        async def acquire(*args: Any, **kwargs: Any) -> Any:
+            self.waiters += 1
+            started = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                self.waiters -= 1
+                if self.active:
+                    self.wait_time.record(time.perf_counter() - started, self.attributes)
+
+        gate.acquire = acquire
 
     def _wrap(self, pool: Pool) -> None:
         if _WRAPPED in pool.__dict__:

@@ -7,6 +7,8 @@
 | `InsufficientStock`                               | 409    | insufficient_stock  |
 | `ReservationExpired`                              | 409    | reservation_expired |
 | `CheckoutFailed`                                  | 409    | checkout_failed     |
+| `InvalidInput` (refused before any SQL)           | 422    | invalid_request     |
+| `CommitUncertain` (COMMIT sent, then lost)        | 503    | commit_uncertain + Retry-After |
 | `Conflict`, other `IntegrityError`s               | 409    | conflict            |
 | `InvalidCursor`                                   | 400    | invalid_cursor      |
 | request validation                                | 422    | invalid_request     |
@@ -35,10 +37,12 @@ from harbor_commerce.api.auth import Unauthenticated
 from harbor_commerce.api.settings import ApiSettings
 from harbor_commerce.inventory import CheckoutFailed, InsufficientStock, ReservationExpired
 from harbordb import (
+    CommitUncertain,
     DatabaseError,
     HarborError,
     IntegrityError,
     InvalidCursor,
+    InvalidInput,
     NotFound,
     PermissionDenied,
     Retryable,
@@ -56,6 +60,14 @@ _MAPPING: tuple[tuple[type[HarborError], int, str, str | None], ...] = (
     (InsufficientStock, 409, "insufficient_stock", None),
     (ReservationExpired, 409, "reservation_expired", None),
     (CheckoutFailed, 409, "checkout_failed", None),
+    (InvalidInput, 422, "invalid_request", "an argument is out of range or cannot be stored"),
+    (
+        CommitUncertain,
+        503,
+        "commit_uncertain",
+        "the change may or may not have been applied: repeat the same request (the same "
+        "order_ref) to find out",
+    ),
     (IntegrityError, 409, "conflict", "the request conflicts with the current data"),
     (InvalidCursor, 400, "invalid_cursor", "the cursor is not valid here: start from the top"),
     (PermissionDenied, 403, "forbidden", "not allowed for this caller"),
@@ -77,7 +89,7 @@ def _for_harbor_error(exc: HarborError, settings: ApiSettings) -> JSONResponse:
     for cls, status, code, fixed in _MAPPING:
         if isinstance(exc, cls):
             headers = {"Retry-After": str(settings.retry_after)} if status in _RETRY_LATER else None
-            if status >= 500 or isinstance(exc, DatabaseError):
+            if status >= 500 or isinstance(exc, DatabaseError | CommitUncertain):
                 logger.warning("%s: %s", code, exc)  # harbordb messages carry no bound values
             return error_response(status, code, fixed or str(exc), headers)
     return _internal(exc)
