@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from harbor_commerce.api.disconnect import CancelOnDisconnect
 from harbor_commerce.api.errors import install_error_handlers
 from harbor_commerce.api.routes import router
 from harbor_commerce.api.settings import ApiSettings
@@ -56,4 +57,5 @@ def create_app(
         app.state.database = database
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(CancelOnDisconnect)
     return app
