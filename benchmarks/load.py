@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import socket
 import statistics
 import subprocess
@@ -157,6 +158,15 @@ async def _client(
             await call("orders", "GET", "/me/orders", 200, params={"limit": 10})
 
 
+def _cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (Linux /proc), or this one's."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -177,6 +187,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             await _wait_until_up(base, api)
             stats = Stats()
+            api_cpu, client_cpu = _cpu_seconds(api.pid), _cpu_seconds()
             started = time.monotonic()
             deadline = started + args.seconds
             await asyncio.gather(
@@ -195,6 +206,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
             elapsed = time.monotonic() - started
+            api_cpu = _cpu_seconds(api.pid) - api_cpu
+            client_cpu = _cpu_seconds() - client_cpu
         finally:
             api.terminate()
             try:
@@ -224,6 +237,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "rows": [asdict(row) for row in [*rows, total]],
         "mean_ms": statistics.fmean(every) * 1000 if every else None,
+        # CPU per answered request: the API process's, and the load clients' (same machine).
+        "api_cpu_ms_per_request": api_cpu * 1000 / max(1, len(every)),
+        "client_cpu_ms_per_request": client_cpu * 1000 / max(1, len(every)),
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -231,7 +248,10 @@ def _markdown(results: list[dict[str, Any]]) -> str:
     lines = []
     for result in results:
         lines += [
-            f"{result['mode']}: {result['clients']} clients, {result['seconds']} s",
+            f"{result['mode']}: {result['clients']} clients, {result['seconds']} s; CPU per "
+            f"request: API {result['api_cpu_ms_per_request']:.2f} ms, clients "
+            f"{result['client_cpu_ms_per_request']:.2f} ms; load average "
+            f"{result['load_average']:.1f}",
             "",
             "| endpoint | requests | req/s | p50 ms | p99 ms | errors |",
             "|---|---:|---:|---:|---:|---:|",
