@@ -18,19 +18,46 @@ waits before and after.
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 from benchmarks.core import Case, Lab, Op, Variant, Workload
+from benchmarks.results import percentile
 from benchmarks.servers import POOL_SIZE
 from harbor_commerce.uow import CommerceWork, commerce_database
 from harbordb import Database
 
+# The direct variants whose waits for a connection are reported, in the run's notes.
+_WAIT_VARIANTS = ("queuepool-direct", "queuepool-direct-sqlalchemy-wait")
 
-def _read(db: Database[CommerceWork], product_id: int) -> Op:
+
+def _read(db: Database[CommerceWork], product_id: int, waits: list[int] | None = None) -> Op:
     async def op() -> int:
+        started = time.perf_counter_ns()
         async with db.unit_of_work() as uow:
+            # Entering = waiting for, and checking out, a connection; not recorded in
+            # the instrumented run, which tracemalloc slows down many times over.
+            if waits is not None and not tracemalloc.is_tracing():
+                waits.append(time.perf_counter_ns() - started)
             product = await uow.products.get(product_id, load=("variants",))
             return 1 + len(product.variants)
 
     return op
+
+
+def _wait_note(waits: dict[tuple[str, int], list[int]]) -> str:
+    """p50/p95/p99/max of the time to enter a unit of work, per direct variant and task count."""
+    parts = []
+    for (key, tasks), samples in sorted(waits.items(), key=lambda item: (item[0][1], item[0][0])):
+        if tasks <= POOL_SIZE or len(samples) <= tasks:
+            continue
+        ms = sorted(value / 1e6 for value in samples[tasks:])  # the first batch: warm-up
+        figures = "/".join(f"{percentile(ms, q):.1f}" for q in (0.5, 0.95, 0.99)) + f"/{ms[-1]:.1f}"
+        parts.append(f"{key} at {tasks} tasks {figures} ms ({len(ms)} waits)")
+    return (
+        f"W6 wait for a connection ({POOL_SIZE} connections; p50/p95/p99/max of the "
+        f"timed rounds): " + "; ".join(parts)
+    )
 
 
 async def _cases(lab: Lab) -> list[Case]:
@@ -63,12 +90,23 @@ async def _cases(lab: Lab) -> list[Case]:
     for db in modes.values():
         lab.stack.push_async_callback(db.dispose)
     product = lab.dataset.product_id
+    waits: dict[tuple[str, int], list[int]] = {
+        (key, tasks): [] for key in _WAIT_VARIANTS for tasks in lab.sizes.concurrency
+    }
+
+    async def note_waits() -> None:  # runs when the lab closes, before the report
+        if any(len(samples) for (_, tasks), samples in waits.items() if tasks > POOL_SIZE):
+            lab.notes.append(_wait_note(waits))
+
+    lab.stack.push_async_callback(note_waits)
     return [
         Case(
             f"concurrency {tasks}",
             {"concurrency": tasks},
             [
-                Variant(key, _read(db, product), concurrency=tasks, database=db)
+                Variant(
+                    key, _read(db, product, waits.get((key, tasks))), concurrency=tasks, database=db
+                )
                 for key, db in modes.items()
             ],
         )

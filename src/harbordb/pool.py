@@ -29,7 +29,9 @@ class ConnectionGate:
         self.max_overflow = max_overflow
         self.slots = pool_size + max_overflow
         self.timeout = timeout
-        self._semaphore = anyio.Semaphore(self.slots)
+        # fast_acquire: a free slot is taken without yielding to the loop first (a
+        # unit of work yields at its first round trip anyway).
+        self._semaphore = anyio.Semaphore(self.slots, fast_acquire=True)
 
     async def acquire(self, deadline: float = math.inf) -> None:
         """Wait for a slot, until `timeout` or `deadline` (``anyio.current_time()`` clock)."""
