@@ -120,7 +120,11 @@ def _migrate(args: argparse.Namespace) -> int:
     except (CommandError, SQLAlchemyError, OSError) as exc:
         # SQLAlchemy's messages carry the statement, never the URL; only the first line.
         first_line = (str(exc).strip().splitlines() or [""])[0]
-        return fail(EXIT_FAILED, f"{type(exc).__name__}: {first_line}")
+        hint = " (is the database up, and the URL's host or socket right?)"
+        return fail(
+            EXIT_FAILED,
+            f"{type(exc).__name__}: {first_line}{hint if isinstance(exc, OSError) else ''}",
+        )
     return EXIT_OK
 
 

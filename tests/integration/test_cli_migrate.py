@@ -146,3 +146,11 @@ async def test_a_failing_command_exits_3(project: Path, scratch_url: str) -> Non
     assert done.returncode == 3
     assert "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_database_exits_3_with_a_hint(project: Path) -> None:
+    url = "postgresql://app:s3cret-pw@/blog?host=/nonexistent-harbordb-socket-dir"
+    done = harbordb("migrate", "current", "--database-url", url, cwd=project)
+    assert done.returncode == 3
+    assert "is the database up" in done.stderr
+    assert "s3cret-pw" not in done.stderr
