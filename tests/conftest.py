@@ -21,6 +21,10 @@ from harbordb.testing.cluster import PgBouncer
 
 pytest_plugins = ["harbordb.testing.plugin"]
 
+# tests/service is a service of its own, with its own pytest configuration: its suite is
+# run in a subprocess by tests/integration/test_service_example.py.
+collect_ignore = ["service"]
+
 DIRECT_AND_POOLED = ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)]
 
 

@@ -1,0 +1,1 @@
+"""blogsvc: authors and their posts, a service on harbordb."""
