@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from harbor_commerce.uow import CommerceWork
 from harbordb import Database
 from harbordb.querycount import count_queries
 
@@ -44,7 +43,7 @@ class _TortoiseQueries(logging.Handler):
 
 @asynccontextmanager
 async def count_statements(
-    database: Database[CommerceWork], raw: Any | None = None, *, tortoise: bool = False
+    database: Database[Any], raw: Any | None = None, *, tortoise: bool = False
 ) -> AsyncIterator[list[str]]:
     """Yield a list that holds, after the block, every statement sent meanwhile."""
     seen: list[str] = []

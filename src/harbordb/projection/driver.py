@@ -31,9 +31,12 @@ SQLAlchemy's events would miss.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from harbordb.errors import ConfigurationError, translating
 from harbordb.querycount import direct_statement
@@ -60,20 +63,58 @@ def session_of(source: Any) -> AsyncSession:
     return session
 
 
+@dataclass(frozen=True)
+class _Held:
+    """The connection a session's current transaction holds, as found last time."""
+
+    transaction: Any  # the session's root transaction then
+    connection: Connection  # its (sync) connection
+    driver: Any  # the asyncpg connection
+    adapter: Any  # SQLAlchemy's adapter around it
+
+
+_HELD = "harbordb.projection.connection"
+
+
+async def _held(session: AsyncSession) -> _Held:
+    """The session's connection, asking SQLAlchemy (a greenlet switch, about 50 us)
+    only when the session's transaction changed since the last read: a root
+    transaction keeps one connection until it ends, which closes it."""
+    held: _Held | None = session.info.get(_HELD)
+    transaction = session.sync_session.get_transaction()
+    if (
+        held is not None
+        and transaction is not None
+        and held.transaction is transaction
+        and not held.connection.closed
+        and not held.connection.invalidated
+    ):
+        return held
+    held = await session.run_sync(_connection_of)
+    session.info[_HELD] = held
+    return held
+
+
+def _connection_of(session: Session) -> _Held:
+    """In one greenlet switch: the session's connection and the driver's beneath it."""
+    connection = session.connection()
+    pooled = connection.connection  # checked out for the transaction: no I/O here
+    return _Held(
+        session.get_transaction(), connection, pooled.driver_connection, pooled.dbapi_connection
+    )
+
+
 async def fetch(source: Any, sql: str, args: list[Any]) -> list[Any]:
     """The rows of `sql` with positional `args`, in the session's transaction."""
     session = session_of(source)
     with translating():
-        connection = await session.connection()
-        pooled = await connection.get_raw_connection()
-        adapter: Any = pooled.dbapi_connection
-        sync_connection = connection.sync_connection
-        assert sync_connection is not None  # the session's connection is open
-        with direct_statement(sync_connection, sql) as fetched:
+        held = await _held(session)
+        adapter = held.adapter
+        with direct_statement(held.connection, sql) as fetched:
             async with adapter._execute_mutex:
-                if adapter._transaction is None and _needs_begin(adapter, connection.dialect):
+                if adapter._transaction is None and _needs_begin(adapter, held.connection.dialect):
                     await adapter._start_transaction()
-                rows: list[Any] = await pooled.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+                rows: list[Any] = await held.driver.fetch(sql, *args)
             fetched(len(rows))
     return rows
 
