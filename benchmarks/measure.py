@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -46,6 +47,7 @@ class Measurement:
     peak_memory_bytes: int
     round_trips_per_op: float | None = None  # from the wire protocol (`count_round_trips`)
     latencies_ns: list[int] = field(default_factory=list)
+    round_p50_ns: list[float] = field(default_factory=list)  # each round's median, in order
     elapsed_ns: int = 0  # time spent in timed batches (wall time when concurrent)
 
 
@@ -154,6 +156,7 @@ async def run_case(
             gc.collect()
             latencies, elapsed = await timed_batch(variant, sizes.round_seconds, sizes.max_batch)
             results[variant.key].latencies_ns.extend(latencies)
+            results[variant.key].round_p50_ns.append(statistics.median(latencies))
             results[variant.key].elapsed_ns += elapsed
         rounds += 1
         spent = (_clock() - started) / 1e9

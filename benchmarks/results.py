@@ -47,6 +47,9 @@ def summarise(measurement: Measurement, unit: str) -> dict[str, Any]:
         "ops_per_s": round(ops_per_s, 2) if ops_per_s else None,
         "peak_memory_kib": round(measurement.peak_memory_bytes / 1024, 1),
     }
+    # Each round's p50, in round order: ratios between variants taken round by round
+    # (`round_ratio`) resist the drift of a shared machine better than pooled p50s.
+    record["round_p50_ms"] = [round(value / 1e6, 4) for value in measurement.round_p50_ns]
     trips = measurement.round_trips_per_op
     if trips is not None:
         # A model, not a measurement: this run's p50 plus one network delay per round trip.
@@ -91,6 +94,16 @@ def workload_record(workload: Workload, cases: list[dict[str, Any]]) -> dict[str
 def write_json(run: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run, indent=2, sort_keys=False) + "\n")
+
+
+def round_ratio(subject: dict[str, Any], anchor: dict[str, Any]) -> float | None:
+    """The median over rounds of subject's p50 / anchor's p50 in the same round."""
+    pairs = zip(subject.get("round_p50_ms", ()), anchor.get("round_p50_ms", ()), strict=False)
+    ratios: list[float] = sorted(mine / theirs for mine, theirs in pairs if theirs)
+    if not ratios:
+        return None
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
 
 
 def variant_in(case: dict[str, Any], key: str) -> dict[str, Any] | None:

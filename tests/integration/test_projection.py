@@ -35,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from harbordb import Database, Repository, assert_max_queries, count_queries
 from harbordb.errors import ConfigurationError, DatabaseError, InvalidCursor, Timeout
 from harbordb.projection import Projection, related
-from harbordb.projection.driver import ADAPTER_MEMBERS
+from harbordb.projection.driver import ADAPTER_MEMBERS, SESSION_TRANSACTION_MEMBER, held
 
 SCHEMA = "projection_library"
 
@@ -389,6 +389,20 @@ async def test_adapter_members_used_are_still_there() -> None:
             AsyncAdapt_asyncpg_connection.__slots__  # type: ignore[attr-defined]
         ), member
     assert inspect.iscoroutinefunction(AsyncAdapt_asyncpg_connection._start_transaction)
+
+
+async def test_the_unit_of_works_connection_is_found_without_asking_sqlalchemy(
+    db: Database,
+) -> None:
+    """`driver.held` reads `SessionTransaction._connections` (non-public) to skip a
+    greenlet switch: it must name the very connection the session holds."""
+    async with db.unit_of_work() as uow:
+        transaction = uow.session.sync_session.get_transaction()
+        assert transaction is not None
+        entries = getattr(transaction, SESSION_TRANSACTION_MEMBER)
+        session_connection = (await uow.session.connection()).sync_connection
+        assert {id(entry[0]) for entry in entries.values()} == {id(session_connection)}
+        assert (await held(uow)).connection is session_connection
 
 
 @pytest.mark.parametrize(

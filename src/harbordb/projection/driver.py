@@ -20,7 +20,8 @@ nothing to roll back, and the read costs its own two round trips instead of
 four. (The server's default level is the one SQLAlchemy read at the first
 connect, ``dialect.default_isolation_level``.)
 
-That uses non-public members of the adapter (``_execute_mutex``,
+Finding the session's connection reads ``SessionTransaction._connections``
+(`SESSION_TRANSACTION_MEMBER`). It also uses non-public members of the adapter (``_execute_mutex``,
 ``_transaction``, ``_start_transaction``, ``isolation_level``, ``readonly``,
 ``deferrable``: `ADAPTER_MEMBERS`), present in
 SQLAlchemy 2.1 (pinned ``<2.2``); ``tests/integration/test_projection.py``
@@ -40,6 +41,10 @@ from sqlalchemy.orm import Session
 
 from harbordb.errors import ConfigurationError, translating
 from harbordb.querycount import direct_statement
+
+# SQLAlchemy's `SessionTransaction._connections` (bind -> (connection, ...)): read to
+# find a unit of work's connection without a greenlet switch; checked by the tests.
+SESSION_TRANSACTION_MEMBER = "_connections"
 
 ADAPTER_MEMBERS = (
     "_execute_mutex",
@@ -64,7 +69,7 @@ def session_of(source: Any) -> AsyncSession:
 
 
 @dataclass(frozen=True)
-class _Held:
+class Held:
     """The connection a session's current transaction holds, as found last time."""
 
     transaction: Any  # the session's root transaction then
@@ -72,50 +77,67 @@ class _Held:
     driver: Any  # the asyncpg connection
     adapter: Any  # SQLAlchemy's adapter around it
 
+    @property
+    def dialect(self) -> Any:
+        return self.connection.dialect
+
 
 _HELD = "harbordb.projection.connection"
 
 
-async def _held(session: AsyncSession) -> _Held:
-    """The session's connection, asking SQLAlchemy (a greenlet switch, about 50 us)
-    only when the session's transaction changed since the last read: a root
-    transaction keeps one connection until it ends, which closes it."""
-    held: _Held | None = session.info.get(_HELD)
-    transaction = session.sync_session.get_transaction()
-    if (
-        held is not None
-        and transaction is not None
-        and held.transaction is transaction
-        and not held.connection.closed
-        and not held.connection.invalidated
-    ):
-        return held
-    held = await session.run_sync(_connection_of)
-    session.info[_HELD] = held
-    return held
+async def held(source: Any) -> Held:
+    """The connection of a unit of work's (or a session's) transaction.
 
-
-def _connection_of(session: Session) -> _Held:
-    """In one greenlet switch: the session's connection and the driver's beneath it."""
-    connection = session.connection()
-    pooled = connection.connection  # checked out for the transaction: no I/O here
-    return _Held(
-        session.get_transaction(), connection, pooled.driver_connection, pooled.dbapi_connection
-    )
-
-
-async def fetch(source: Any, sql: str, args: list[Any]) -> list[Any]:
-    """The rows of `sql` with positional `args`, in the session's transaction."""
+    Found without a greenlet switch when the session's root transaction already
+    holds exactly one connection (a unit of work connects when it starts), else
+    asked of SQLAlchemy in one switch; then remembered until the transaction ends
+    (which closes that connection) or changes.
+    """
     session = session_of(source)
-    with translating():
-        held = await _held(session)
-        adapter = held.adapter
-        with direct_statement(held.connection, sql) as fetched:
-            async with adapter._execute_mutex:
-                if adapter._transaction is None and _needs_begin(adapter, held.connection.dialect):
-                    await adapter._start_transaction()
-                rows: list[Any] = await held.driver.fetch(sql, *args)
-            fetched(len(rows))
+    found: Held | None = session.info.get(_HELD)
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None:
+        if found is not None and found.transaction is transaction and _usable(found.connection):
+            return found
+        entries = getattr(transaction, SESSION_TRANSACTION_MEMBER, None) or {}
+        # Keyed by the bind and by the connection itself: one connection, twice.
+        distinct = {id(entry[0]): entry[0] for entry in entries.values()}
+        if len(distinct) == 1:
+            (connection,) = distinct.values()
+            if isinstance(connection, Connection) and _usable(connection):
+                found = _held_on(transaction, connection)
+    if found is None or found.transaction is not transaction:
+        with translating():
+            found = await session.run_sync(_connection_of)
+    if found.dialect.driver != "asyncpg":
+        raise ConfigurationError("projections run on asyncpg (postgresql+asyncpg://)")
+    session.info[_HELD] = found
+    return found
+
+
+def _usable(connection: Connection) -> bool:
+    return not connection.closed and not connection.invalidated
+
+
+def _held_on(transaction: Any, connection: Connection) -> Held:
+    pooled = connection.connection  # checked out for the transaction: no I/O here
+    return Held(transaction, connection, pooled.driver_connection, pooled.dbapi_connection)
+
+
+def _connection_of(session: Session) -> Held:
+    """In one greenlet switch: the session's connection and the driver's beneath it."""
+    return _held_on(session.get_transaction(), session.connection())
+
+
+async def fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
+    """The rows of `sql` with positional `args`, in the session's transaction."""
+    adapter = connection.adapter
+    with translating(), direct_statement(connection.connection, sql) as fetched:
+        async with adapter._execute_mutex:
+            if adapter._transaction is None and _needs_begin(adapter, connection.dialect):
+                await adapter._start_transaction()
+            rows: list[Any] = await connection.driver.fetch(sql, *args)
+        fetched(len(rows))
     return rows
 
 
@@ -125,14 +147,3 @@ def _needs_begin(adapter: Any, dialect: Any) -> bool:
     if level is None:  # the server's default
         level = str(dialect.default_isolation_level or "").lower().replace(" ", "_")
     return level != "read_committed" or bool(adapter.readonly or adapter.deferrable)
-
-
-def dialect_of(source: Any) -> Any:
-    """The SQLAlchemy dialect the session's engine compiles for."""
-    session = session_of(source)
-    bind = session.bind
-    if bind is None:
-        raise ConfigurationError("the session has no bind: projections need its engine")
-    if bind.dialect.driver != "asyncpg":
-        raise ConfigurationError("projections run on asyncpg (postgresql+asyncpg://)")
-    return bind.dialect

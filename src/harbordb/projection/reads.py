@@ -100,14 +100,14 @@ class Projection(Generic[T]):
 
     async def get(self, source: Any, *key: Any, params: dict[str, Any] | None = None) -> T | None:
         """The object whose primary key is `key`, or None. One statement."""
-        compiled = self._compile(("get",), driver.dialect_of(source))
+        connection = await driver.held(source)
+        compiled = self._compile(("get",), connection.dialect)
         pk = self.node.mapper.primary_key
         if len(key) != len(pk):
             raise TypeError(f"{self.node.model.__name__} has a {len(pk)}-column primary key")
         values = {f"_key_{i}": value for i, value in enumerate(key)}
-        rows = await driver.fetch(
-            source, compiled.sql, compiled.arguments({**(params or {}), **values})
-        )
+        arguments = compiled.arguments({**(params or {}), **values})
+        rows = await driver.fetch(connection, compiled.sql, arguments)
         if not rows:
             return None
         found: T = compiled.build(rows[0])
@@ -122,13 +122,12 @@ class Projection(Generic[T]):
         params: dict[str, Any] | None = None,
     ) -> list[T]:
         """Every matching object in `order_by` order (then by primary key). One statement."""
-        compiled = self._compile(
-            ("all", tuple(order_by), limit is not None), driver.dialect_of(source)
-        )
+        connection = await driver.held(source)
+        compiled = self._compile(("all", tuple(order_by), limit is not None), connection.dialect)
         values = dict(params or {})
         if limit is not None:
             values["_limit"] = _positive(limit)
-        rows = await driver.fetch(source, compiled.sql, compiled.arguments(values))
+        rows = await driver.fetch(connection, compiled.sql, compiled.arguments(values))
         return list(map(compiled.build, rows))
 
     async def page(
@@ -147,7 +146,8 @@ class Projection(Generic[T]):
         for the same model and ordering: one made by either works in the other.
         """
         shape = ("page", tuple(order_by), after is not None)
-        compiled = self._compile(shape, driver.dialect_of(source))
+        connection = await driver.held(source)
+        compiled = self._compile(shape, connection.dialect)
         keys = compiled.keys
         fp = fingerprint(self.node.table.name, keys)
         values = dict(params or {})
@@ -155,7 +155,7 @@ class Projection(Generic[T]):
         if after is not None:
             for i, value in enumerate(decode_cursor(after, fp, keys)):
                 values[f"_after_{i}"] = value
-        rows = await driver.fetch(source, compiled.sql, compiled.arguments(values))
+        rows = await driver.fetch(connection, compiled.sql, compiled.arguments(values))
         has_more = len(rows) > limit
         if has_more:
             del rows[limit:]

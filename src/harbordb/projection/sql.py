@@ -102,7 +102,9 @@ def columns(
             out.append(entry)
         if convert is not None:
             converters.append((index, convert))
-    return out, _builder(node.cls, len(node.fields), converters), joins
+    # Nested records hold exactly the fields; a top-level row may carry sort keys after them.
+    width = None if nested else len(node.fields)
+    return out, _builder(node.cls, width, converters), joins
 
 
 def _user_defined(sql_type: TypeEngine[Any]) -> bool:
@@ -130,17 +132,16 @@ def _converter(sql_type: TypeEngine[Any] | None, dialect: Dialect) -> Callable[[
 
 
 def _builder(
-    cls: type[Any], width: int, converters: list[tuple[int, Callable[[Any], Any]]]
+    cls: type[Any], width: int | None, converters: list[tuple[int, Callable[[Any], Any]]]
 ) -> Build:
+    """`cls` from a row's first `width` values (all of them when None), converted."""
     if not converters:
-
-        def build_plain(row: Any) -> Any:
-            return cls(*row[:width])
-
-        return build_plain
+        if width is None:
+            return lambda row: cls(*row)
+        return lambda row: cls(*row[:width])
 
     def build(row: Any) -> Any:
-        values = list(row[:width])
+        values = list(row) if width is None else list(row[:width])
         for index, convert in converters:
             values[index] = convert(values[index])
         return cls(*values)
