@@ -226,3 +226,24 @@ async def test_a_paused_pgbouncer_is_unavailable_within_the_timeout(
 async def _enter_with_timeout(db: Database[LibraryWork], seconds: float) -> None:
     async with db.unit_of_work(timeout=seconds) as uow:
         await uow.session.execute(text("SELECT 1"))  # the private cluster has no schema
+
+
+@pytest.mark.pgbouncer
+async def test_a_pgbouncer_killed_and_restarted_serves_again(
+    private_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    first = await anyio.to_thread.run_sync(start_pgbouncer, private_cluster, tmp_path / "pgb1")
+    async with library_database(first.url, pooler="external") as db:
+        try:
+            await _enter_with_timeout(db, 10)
+            await anyio.to_thread.run_sync(first.stop)
+            _assert_unavailable({"down": await _outcome(lambda: _enter_with_timeout(db, 10))})
+            again = await anyio.to_thread.run_sync(
+                partial(start_pgbouncer, port=first.port), private_cluster, tmp_path / "pgb2"
+            )
+        finally:
+            await anyio.to_thread.run_sync(first.stop)
+        try:
+            await _enter_with_timeout(db, 10)  # the same Database, no restart of the service
+        finally:
+            await anyio.to_thread.run_sync(again.stop)

@@ -178,13 +178,21 @@ def find_pgbouncer() -> str | None:
 
 
 def start_pgbouncer(
-    cluster: PostgresCluster, base_dir: Path, *, pool_size: int = 4, max_client_conn: int = 500
+    cluster: PostgresCluster,
+    base_dir: Path,
+    *,
+    pool_size: int = 4,
+    max_client_conn: int = 500,
+    port: int | None = None,
 ) -> PgBouncer:
     """Start PgBouncer (transaction pooling, trust auth) on 127.0.0.1 in front of ``cluster``.
+
+    On a free port, or on `port` (to restart a stopped one where its clients expect it).
 
     Clients log in as any role the server knows, without a password. Only when the
     cluster URL carries a password do all clients share that URL's role.
     """
+    given_port = port
     if pool_size < 1 or max_client_conn < 1:
         raise ValueError("pool_size and max_client_conn must be at least 1")
     executable = find_pgbouncer()
@@ -235,8 +243,8 @@ def start_pgbouncer(
         "server_login_retry": "1",
     }
     for _attempt in range(3):  # another process may take the port between probe and bind
-        port = _free_port()
-        lines = ["[databases]", f"{dbname} = {connect}", "[pgbouncer]", f"listen_port = {port}"]
+        listen = given_port or _free_port()
+        lines = ["[databases]", f"{dbname} = {connect}", "[pgbouncer]", f"listen_port = {listen}"]
         config.write_text("\n".join([*lines, *(f"{k} = {v}" for k, v in settings.items())]) + "\n")
         config.chmod(0o600)  # it may hold a password
         with log.open("wb") as log_fd:
@@ -251,7 +259,7 @@ def start_pgbouncer(
                 group=account.pw_gid if account else None,
                 extra_groups=[] if account else None,
             )  # fmt: skip
-        if _wait_for_pgbouncer(process, port, timeout=10.0):
+        if _wait_for_pgbouncer(process, listen, timeout=10.0):
             break
         _stop_process(process)
         if "Address already in use" not in _tail(log):
@@ -268,8 +276,8 @@ def start_pgbouncer(
 
     atexit.register(stop)  # it runs in its own session: nothing else would end it
 
-    base = f"postgresql://{quote(user, safe='')}@127.0.0.1:{port}"
-    return PgBouncer(f"{base}/{quote(dbname, safe='')}", port, f"{base}/pgbouncer", stop)
+    base = f"postgresql://{quote(user, safe='')}@127.0.0.1:{listen}"
+    return PgBouncer(f"{base}/{quote(dbname, safe='')}", listen, f"{base}/pgbouncer", stop)
 
 
 def _wait_for_pgbouncer(process: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
