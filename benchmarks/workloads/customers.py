@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
 from benchmarks.core import Case, Lab, Op, Variant, Workload
-from harbor_commerce.models import Customer, Order
+from harbor_commerce.models import Customer, Order, OrderStatus
+from harbordb import Projection
 
 _CUSTOMERS = Customer.__table__
 _ORDERS = Order.__table__
@@ -120,6 +123,46 @@ def asyncpg_json(lab: Lab, n: int) -> Op:
     return op
 
 
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """Every column of an order, as `asyncpg-in` reads them (``SELECT *``)."""
+
+    id: int
+    customer_id: int
+    order_ref: str
+    status: OrderStatus
+    total_cents: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    id: int
+    email: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    orders: tuple[OrderRow, ...]
+
+
+_FIRST_N = Projection(CustomerRow, Customer, orders=Projection(OrderRow, Order)).where(
+    lambda customer: customer.id <= bindparam("n")
+)
+
+
+def projection(lab: Lab, n: int) -> Op:
+    """`harbordb.Projection` in a unit of work: one statement, each customer's orders
+    nested as an array of records."""
+
+    async def op() -> int:
+        async with lab.db.unit_of_work() as uow:
+            customers = await _FIRST_N.all(uow, order_by=("id",), params={"n": n})
+            return len(customers) + sum(len(customer.orders) for customer in customers)
+
+    return op
+
+
 def _variants(lab: Lab, n: int, keys: tuple[str, ...]) -> list[Variant]:
     makers = {
         "n+1": lambda: nplus1(lab, n),
@@ -127,6 +170,7 @@ def _variants(lab: Lab, n: int, keys: tuple[str, ...]) -> list[Variant]:
         "joinedload": lambda: orm(lab, n, joinedload),
         "subqueryload": lambda: orm(lab, n, subqueryload),
         "repository": lambda: repository(lab, n),
+        "projection": lambda: projection(lab, n),
         "core-in": lambda: core_in(lab, n),
         "asyncpg-in": lambda: asyncpg_in(lab, n),
         "asyncpg-json": lambda: asyncpg_json(lab, n),
@@ -163,6 +207,7 @@ async def _scale_cases(lab: Lab) -> list[Case]:
         "joinedload",
         "subqueryload",
         "repository",
+        "projection",
         "core-in",
         "asyncpg-in",
         "asyncpg-json",
