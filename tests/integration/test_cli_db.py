@@ -19,7 +19,7 @@ import pytest
 
 from harbordb.cli import main
 from harbordb.testing.cluster import PgBouncer, PostgresCluster
-from harbordb.testing.plugin import scratch_database
+from harbordb.testing.plugin import scratch_database, server_dir
 
 LIBRARY_INI = Path(__file__).resolve().parents[1] / "library" / "alembic.ini"
 VERSION_TABLE = "alembic_version_library"
@@ -100,9 +100,13 @@ async def test_doctor_exit_codes_for_unreachable_and_unusable(
     assert code == 2
 
 
-def test_db_up_serves_migrates_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_db_up_serves_migrates_and_stops_on_ctrl_c() -> None:
+    with server_dir("db-up") as base:  # outside pytest's tree, which runs reset to 0700
+        _db_up_and_stop(base / "servers")
+
+
+def _db_up_and_stop(data: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HARBORDB_", "PG"))}
-    data = tmp_path / "servers"
     command = [sys.executable, "-c", "from harbordb.cli import main; raise SystemExit(main())",
                "db", "up", "--pgbouncer", "--migrate", "--config", str(LIBRARY_INI),
                "--data-dir", str(data)]  # fmt: skip
