@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from harbordb import Database, DatabaseError, Retryable
 from harbordb.observability import instrument, instrument_from_env
+from harbordb.testing.cluster import PgBouncer
 
 CLAIM = "claim-value-4711"
 BOUND = "bound-value-0815"
@@ -241,3 +242,24 @@ async def test_pool_metrics(migrated_url: str) -> None:
         assert _points(reader)["harbordb.pool.wait_time"][-1].count == 4
         metrics.remove()
         assert _value(reader, "harbordb.pool.checked_out") is None
+
+
+@pytest.mark.pgbouncer
+async def test_pool_metrics_behind_a_pooler(pgbouncer: PgBouncer) -> None:
+    """No pool of harbordb's own (NullPool): every unit of work connects; no size, no overflow."""
+    reader = InMemoryMetricReader()
+    async with Database(pgbouncer.url, pooler="external") as db:
+        metrics = instrument(
+            db, traces=False, meter_provider=MeterProvider(metric_readers=[reader]), pool_name="p"
+        )
+        for _ in range(2):
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.session.execute(text("SELECT 1"))
+                assert _value(reader, "harbordb.pool.checked_out") == 1
+        points = _points(reader)
+        assert points["harbordb.pool.connects"][-1].value == 2
+        assert points["harbordb.pool.wait_time"][-1].count == 2  # each checkout's connect
+        assert _value(reader, "harbordb.pool.checked_out") == 0
+        assert "harbordb.pool.size" not in points
+        assert "harbordb.pool.overflow" not in points
+        metrics.remove()
