@@ -10,6 +10,8 @@ Each check returns `Finding`s: ``ok``, ``warn`` (worth knowing) or
   client's transaction run on the same server backend while this client is
   still connected? Only transaction (or statement) pooling allows that. The
   configured `pooler` must match: ``external`` behind a transaction pooler.
+- **cancellation** (direct connections): ``client_connection_check_interval``
+  set, so that a statement whose client vanished stops (``warn`` when 0).
 - **statement cache**: harbordb turns off asyncpg's and SQLAlchemy's
   prepared-statement caches whatever the URL says; reported for the record.
 - **connections**: ``max_connections`` (less the reserved ones) against the
@@ -97,6 +99,8 @@ async def diagnose(options: DoctorOptions) -> Report:
         await _server(connection, report)
         behind = await _pooler(connection, dsn, settings, report)
         _statement_cache(settings, report)
+        if not behind:
+            await _vanished_clients(connection, report)
         await _connections(connection, options, behind, report)
         await _roles(connection, settings.roles, report)
         if options.alembic_ini:
@@ -200,6 +204,24 @@ def _statement_cache(settings: Settings, report: Report) -> None:
         f"prepared_statement_cache_size={cache} (no named prepared statements: safe "
         "behind a transaction pooler)",
     )
+
+
+async def _vanished_clients(connection: Any, report: Report) -> None:
+    """A statement whose client is gone (a cancelled request, a killed process) runs to the
+    end unless the server checks the socket: ``client_connection_check_interval``."""
+    interval = await connection.fetchval(
+        "SELECT current_setting('client_connection_check_interval', true)"
+    )
+    if interval in (None, "", "0"):
+        report.add(
+            "cancellation",
+            "warn",
+            "client_connection_check_interval is 0: a statement whose client vanished runs "
+            "to its end (ALTER ROLE <the service's user> SET client_connection_check_interval "
+            "= '1s')",
+        )
+    else:
+        report.add("cancellation", "ok", f"client_connection_check_interval {interval}")
 
 
 async def _connections(

@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 
 import anyio
+import asyncpg
 import pytest
 
 from harbordb.cli import main
+from harbordb.db import asyncpg_dsn
 from harbordb.testing.cluster import PgBouncer, PostgresCluster
 from harbordb.testing.plugin import scratch_database, server_dir
 
@@ -41,6 +43,7 @@ async def test_doctor_passes_a_correct_configuration(
     assert "PostgreSQL 18" in output
     assert "no pooler" in output
     assert "migrations: at head" in output
+    assert "warn     cancellation: client_connection_check_interval is 0" in output
     code, output = await doctor(capsys, "--database-url", pgbouncer.url, "--pooler", "external")
     assert code == 0, output
     assert "a transaction pooler sits in front" in output
@@ -75,9 +78,14 @@ async def test_doctor_finds_injected_misconfigurations(
 
     # 4. Migrations behind head: a database nobody migrated.
     async with scratch_database(pg_cluster, "doctor") as empty:
+        admin = await asyncpg.connect(asyncpg_dsn(empty))
+        name = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f'ALTER DATABASE "{name}" SET client_connection_check_interval = 1000')
+        await admin.close()
         code, output = await doctor(capsys, "--database-url", empty, *GOOD[2:])
     assert code == 1
     assert "PROBLEM  migrations: behind head: the database is at none applied" in output
+    assert "ok       cancellation: client_connection_check_interval 1s" in output
 
     # 5. Behind no pooler, configured for one.
     code, output = await doctor(capsys, "--database-url", migrated_url, "--pooler", "external")
