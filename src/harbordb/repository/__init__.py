@@ -11,8 +11,9 @@ owns the transaction.
 
 The package, one seam per module:
 
-- `plans`: load plans (``load``), compiled to loader options that end in
-  ``raiseload("*")``, checked when the class is defined.
+- `plans`: load plans (``load``), compiled once (joined many-to-ones, one
+  ``= ANY(:keys)`` statement per collection), checked when the class is defined.
+- `loading`: runs a plan's collection statements after its parents load.
 - `ordering`: orderings (``order_by``), always made total by the primary key.
 - `filters`: `contains`, `any_of`, `escape_like` for user input.
 - `base`: `RepositoryBase`, the configuration and the building blocks

@@ -10,19 +10,30 @@ to the built-in ones: `select_loaded` (a SELECT carrying the load plan),
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Float, Select, String, func, select, text, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    String,
+    bindparam,
+    func,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import ColumnProperty, Mapper
-from sqlalchemy.sql.base import ExecutableOption
 from sqlalchemy.sql.schema import Index, PrimaryKeyConstraint, Table, UniqueConstraint
 
 from harbordb.errors import ConfigurationError, InvalidInput, translating
 from harbordb.inputs import BIGINT_MAX
 from harbordb.pagination import SortKey
+from harbordb.repository import loading as _loading  # noqa: F401  (registers the plan runner)
 from harbordb.repository.ordering import (
     Ordering,
     Sort,
@@ -30,7 +41,7 @@ from harbordb.repository.ordering import (
     order_clauses,
     parse_ordering,
 )
-from harbordb.repository.plans import LoadPlan, compile_plan
+from harbordb.repository.plans import PLAN_OPTION, CompiledPlan, LoadPlan, compile_plan
 
 ModelT = TypeVar("ModelT")
 
@@ -58,9 +69,9 @@ class RepositoryBase(Generic[ModelT]):
     """String columns `matching(text)` searches (checked at definition)."""
 
     max_limit: ClassVar[int] = 500
-    """Largest page size; 500 keeps every `selectinload` to a single IN statement."""
+    """Largest page size."""
 
-    _plan: ClassVar[tuple[ExecutableOption, ...]]
+    _plan: ClassVar[CompiledPlan]
     _ordering: ClassVar[tuple[Sort, ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -96,9 +107,11 @@ class RepositoryBase(Generic[ModelT]):
     def select_loaded(self, load: LoadPlan | None = None) -> Select[ModelT]:
         """``select(model)`` with the load plan's options (the class's `load` when None).
 
-        Everything the plan does not name raises on access (``raiseload("*")``).
+        Everything the plan does not name raises on access. The statement is
+        built once per plan and shared; its collections load wherever it is
+        executed (`harbordb.repository.loading`).
         """
-        return select(self.model).options(*self._options(load))
+        return loaded_select(mapper_of(self.model), self._compiled(load))
 
     def sort_keys(self, order_by: Ordering | None = None) -> list[SortKey]:
         """The keyset ordering: `order_by` (the class's when None), then the primary key.
@@ -108,6 +121,8 @@ class RepositoryBase(Generic[ModelT]):
         cursor is read from them). `TypeError` for an expression, a nullable
         column, or a type a cursor cannot carry.
         """
+        if order_by is None:
+            return list(_default_keys(type(self)))
         return keyset_keys(mapper_of(self.model), self._resolved_ordering(order_by))
 
     def order_clauses(self, order_by: Ordering | None = None) -> list[ColumnElement[Any]]:
@@ -133,7 +148,7 @@ class RepositoryBase(Generic[ModelT]):
 
     # -- internal helpers ---------------------------------------------------
 
-    def _options(self, load: LoadPlan | None) -> tuple[ExecutableOption, ...]:
+    def _compiled(self, load: LoadPlan | None) -> CompiledPlan:
         if load is None:
             return self._plan
         return compile_plan(mapper_of(self.model), tuple(load), f"{type(self).__name__} load=")
@@ -142,6 +157,17 @@ class RepositoryBase(Generic[ModelT]):
         if order_by is None:
             return self._ordering
         return parse_ordering(mapper_of(self.model), order_by, "order_by")
+
+    def _pk_params(self, id: Any) -> dict[str, Any]:
+        """Values for `by_pk_select`'s parameters."""
+        pk = mapper_of(self.model).primary_key
+        if len(pk) == 1:
+            return {"harbordb_pk_0": id}
+        if not isinstance(id, tuple) or len(id) != len(pk):
+            raise TypeError(
+                f"{self.model.__name__} has a composite primary key: pass a tuple of {len(pk)}"
+            )
+        return {f"harbordb_pk_{i}": value for i, value in enumerate(id)}
 
     def _pk_equals(self, id: Any) -> ColumnElement[bool]:
         pk = mapper_of(self.model).primary_key
@@ -204,6 +230,43 @@ class RepositoryBase(Generic[ModelT]):
         stmt = select(func.count()).select_from(self.model).where(*conditions)
         with translating():
             return int((await self.session.scalars(stmt, params)).one())
+
+
+_DEFAULT_KEYS: dict[type[Any], tuple[SortKey, ...]] = {}
+
+
+def _default_keys(repository: type[RepositoryBase[Any]]) -> tuple[SortKey, ...]:
+    """A repository class's own keyset ordering, worked out once."""
+    keys = _DEFAULT_KEYS.get(repository)
+    if keys is None:
+        keys = tuple(keyset_keys(mapper_of(repository.model), repository._ordering))
+        _DEFAULT_KEYS[repository] = keys
+    return keys
+
+
+@lru_cache(maxsize=512)
+def loaded_select(mapper: Mapper[Any], plan: CompiledPlan) -> Select[Any]:
+    """``select(model)`` carrying `plan`, built once per model and plan and shared:
+    SQLAlchemy's statements are immutable, and a reused one keeps its cache key."""
+    model = mapper.class_
+    stmt = select(model).options(*plan.options)
+    if plan.loads:
+        stmt = stmt.execution_options(**{PLAN_OPTION: (model, plan.loads)})
+    return stmt
+
+
+@lru_cache(maxsize=512)
+def by_pk_select(
+    mapper: Mapper[Any], plan: CompiledPlan, for_update: bool, skip_locked: bool
+) -> Select[Any]:
+    """`loaded_select` of the row whose primary key is ``:harbordb_pk_0`` (, ``_1``...)."""
+    pk = mapper.primary_key
+    params = [bindparam(f"harbordb_pk_{i}", type_=column.type) for i, column in enumerate(pk)]
+    condition = pk[0] == params[0] if len(pk) == 1 else tuple_(*pk) == tuple_(*params)
+    stmt = loaded_select(mapper, plan).where(condition)
+    if for_update or skip_locked:
+        stmt = stmt.with_for_update(of=mapper.class_, skip_locked=skip_locked)
+    return stmt
 
 
 def mapper_of(model: type[Any]) -> Mapper[Any]:

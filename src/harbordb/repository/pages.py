@@ -81,8 +81,8 @@ def windowed(stmt: Select[Any], ordering: Sequence[ColumnElement[Any]]) -> Selec
     """`stmt` in `ordering`, ``LIMIT :page_limit``, and whether a row follows each row.
 
     ``lead(true) OVER (same ORDER BY)``, the last column, says whether a next
-    row exists, so a page fetches exactly its rows: one more would push a
-    500-row page's `selectinload` into a second IN statement. Run it with
+    row exists, so a page fetches exactly its rows (and loads collections
+    for them only). Run it with
     `PageMethods.fetch_window`.
     """
     follows = func.lead(true()).over(order_by=ordering)

@@ -15,7 +15,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, or_, select, true, tuple_
 
 from harbordb.errors import ConfigurationError, NotFound, translating
-from harbordb.repository.base import ModelT, RepositoryBase, check_limit, mapper_of
+from harbordb.repository.base import (
+    ModelT,
+    RepositoryBase,
+    by_pk_select,
+    check_limit,
+    mapper_of,
+)
 from harbordb.repository.filters import any_of, contains
 from harbordb.repository.ordering import Ordering
 from harbordb.repository.plans import LoadPlan
@@ -51,10 +57,10 @@ class ReadMethods(RepositoryBase[ModelT]):
         skip_locked: bool = False,
     ) -> ModelT | None:
         """The row with primary key `id`, or None. One statement plus one per loaded collection."""
-        stmt = self.select_loaded(load).where(self._pk_equals(id))
-        stmt = self._locked(stmt, for_update, skip_locked)
+        params = self._pk_params(id)
+        stmt = by_pk_select(mapper_of(self.model), self._compiled(load), for_update, skip_locked)
         with translating():
-            return (await self.session.scalars(stmt)).unique().one_or_none()
+            return (await self.session.scalars(stmt, params)).unique().one_or_none()
 
     async def get_many(
         self, ids: Iterable[Any], /, *, load: LoadPlan | None = None

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func
+from sqlalchemy import ColumnElement, Select, bindparam, func
 
 from harbor_commerce.models import (
     Customer,
@@ -55,6 +55,8 @@ class CustomerRepository(Repository[Customer]):
 
 # `catalog_cards`' projections by (tag?, search?), each built once.
 _CARDS: dict[tuple[bool, bool], Projection[ProductCard]] = {}
+# `catalog_page`'s filters and keyset queries in the default order, by (tag?, search?, after?).
+_PAGES: dict[tuple[bool, bool, bool], tuple[list[ColumnElement[bool]], Select[Any]]] = {}
 
 
 class ProductRepository(Repository[Product]):
@@ -87,8 +89,14 @@ class ProductRepository(Repository[Product]):
         matches the name (wildcards in it are literal).
         """
         keys = self.sort_keys(order_by)
-        filters = self._catalog_filters(tag is not None, search is not None)
-        query = keyset_query(self.select_loaded(), filters, keys, resume=after is not None)
+        shape = (tag is not None, search is not None, after is not None)
+        built = _PAGES.get(shape) if order_by is None else None
+        if built is None:
+            filters = self._catalog_filters(*shape[:2])
+            built = (filters, keyset_query(self.select_loaded(), filters, keys, resume=shape[2]))
+            if order_by is None:
+                _PAGES[shape] = built
+        filters, query = built
         params = self._catalog_params(tag, search)
         return await self.keyset_page(
             query, keys, after=after, limit=limit, total=total, conditions=filters, params=params
