@@ -151,13 +151,16 @@ _FIRST_N = Projection(CustomerRow, Customer, orders=Projection(OrderRow, Order))
 )
 
 
-def projection(lab: Lab, n: int) -> Op:
+def projection(lab: Lab, n: int, *, per_level: bool = False) -> Op:
     """`harbordb.Projection` in a unit of work: one statement, each customer's orders
-    nested as an array of records."""
+    nested as an array of records; `per_level`: customers, then their orders with one
+    ``= ANY`` statement."""
 
     async def op() -> int:
         async with lab.db.unit_of_work() as uow:
-            customers = await _FIRST_N.all(uow, order_by=("id",), params={"n": n})
+            customers = await _FIRST_N.all(
+                uow, order_by=("id",), params={"n": n}, per_level=per_level
+            )
             return len(customers) + sum(len(customer.orders) for customer in customers)
 
     return op
@@ -171,6 +174,7 @@ def _variants(lab: Lab, n: int, keys: tuple[str, ...]) -> list[Variant]:
         "subqueryload": lambda: orm(lab, n, subqueryload),
         "repository": lambda: repository(lab, n),
         "projection": lambda: projection(lab, n),
+        "projection-levels": lambda: projection(lab, n, per_level=True),
         "core-in": lambda: core_in(lab, n),
         "asyncpg-in": lambda: asyncpg_in(lab, n),
         "asyncpg-json": lambda: asyncpg_json(lab, n),
@@ -208,6 +212,7 @@ async def _scale_cases(lab: Lab) -> list[Case]:
         "subqueryload",
         "repository",
         "projection",
+        "projection-levels",
         "core-in",
         "asyncpg-in",
         "asyncpg-json",

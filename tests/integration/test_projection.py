@@ -260,6 +260,28 @@ async def test_path_fields_join_many_to_one_parents(db: Database) -> None:
     assert bob == WithRows(2, (BookRow(12, "Gulls", "Bob", "Ann", "Harbor Press"),))
 
 
+async def test_per_level_reads_equal_the_nested_ones(db: Database) -> None:
+    """`per_level=True`: the root, then one `= ANY` statement per relationship (here
+    books, their publishers, genres, mentors: five in all), the same objects."""
+    async with db.unit_of_work() as uow:
+        nested = await CARDS.all(uow, order_by=("name",))
+        with count_queries(db) as queries:
+            levels = await CARDS.all(uow, order_by=("name",), per_level=True)
+        assert levels == nested
+        assert queries.count == 5, queries.report()
+        assert all("= ANY" in sql for sql in queries.statements[1:])
+        assert await CARDS.get(uow, 2, per_level=True) == await CARDS.get(uow, 2)
+        assert await CARDS.get(uow, 99, per_level=True) is None
+        first = await CARDS.page(uow, limit=2, order_by=("name",), per_level=True)
+        rest = await CARDS.page(
+            uow, limit=5, after=first.next_cursor, order_by=("name",), per_level=True
+        )
+        assert [c.name for c in first.items + rest.items] == [c.name for c in nested]
+        assert await BOOK_ROWS.all(uow, order_by=("title",), per_level=True) == (
+            await BOOK_ROWS.all(uow, order_by=("title",))
+        )
+
+
 async def test_the_statement_counter_sees_projection_reads(db: Database) -> None:
     async with db.unit_of_work() as uow:
         with count_queries(db) as queries:

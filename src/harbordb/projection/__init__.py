@@ -27,6 +27,10 @@ builds the objects from asyncpg's rows on the unit of work's connection::
         card = await AUTHOR_CARDS.get(uow, author_id)        # AuthorCard | None
         page = await AUTHOR_CARDS.page(uow, limit=20, order_by=("name",))
 
+Wide reads (thousands of parents) pass ``per_level=True``: one ``= ANY``
+statement per relationship instead of nested aggregates
+(`harbordb.projection.levels`).
+
 Projections are not ORM objects: they are not in the session, cannot load
 anything later, and cannot be changed. Read with them; write through the
 repositories.

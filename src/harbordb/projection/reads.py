@@ -22,6 +22,7 @@ from harbordb.pagination import (
     rows_after,
 )
 from harbordb.projection import driver
+from harbordb.projection.levels import Level, assemble, plan
 from harbordb.projection.shape import Node, resolve
 from harbordb.projection.sql import Aliases, Build, columns
 
@@ -42,6 +43,7 @@ class Compiled:
     build: Build
     keys: tuple[SortKey, ...] = ()  # page reads: the ordering
     key_columns: tuple[int, ...] = ()  # page reads: where each key's value is in the row
+    levels: tuple[Level, ...] = ()  # per-level reads: one statement per relationship
 
     def arguments(self, params: dict[str, Any]) -> list[Any]:
         values = []
@@ -98,10 +100,17 @@ class Projection(Generic[T]):
 
     # -- reads -------------------------------------------------------------
 
-    async def get(self, source: Any, *key: Any, params: dict[str, Any] | None = None) -> T | None:
-        """The object whose primary key is `key`, or None. One statement."""
+    async def get(
+        self,
+        source: Any,
+        *key: Any,
+        params: dict[str, Any] | None = None,
+        per_level: bool = False,
+    ) -> T | None:
+        """The object whose primary key is `key`, or None. One statement (with
+        `per_level`, one per relationship more: see `harbordb.projection.levels`)."""
         connection = await driver.held(source)
-        compiled = self._compile(("get",), connection.dialect)
+        compiled = self._compile(("get", per_level), connection.dialect)
         pk = self.node.mapper.primary_key
         if len(key) != len(pk):
             raise TypeError(f"{self.node.model.__name__} has a {len(pk)}-column primary key")
@@ -110,8 +119,8 @@ class Projection(Generic[T]):
         rows = await driver.fetch(connection, compiled.sql, arguments)
         if not rows:
             return None
-        found: T = compiled.build(rows[0])
-        return found
+        (found,) = await assemble(connection, rows[:1], compiled.levels, compiled.build)
+        return found  # type: ignore[no-any-return]
 
     async def all(
         self,
@@ -120,15 +129,18 @@ class Projection(Generic[T]):
         order_by: Sequence[str] = (),
         limit: int | None = None,
         params: dict[str, Any] | None = None,
+        per_level: bool = False,
     ) -> list[T]:
-        """Every matching object in `order_by` order (then by primary key). One statement."""
+        """Every matching object in `order_by` order (then by primary key). One statement
+        (with `per_level`, one per relationship more)."""
         connection = await driver.held(source)
-        compiled = self._compile(("all", tuple(order_by), limit is not None), connection.dialect)
+        shape = ("all", tuple(order_by), limit is not None, per_level)
+        compiled = self._compile(shape, connection.dialect)
         values = dict(params or {})
         if limit is not None:
             values["_limit"] = _positive(limit)
         rows = await driver.fetch(connection, compiled.sql, compiled.arguments(values))
-        return list(map(compiled.build, rows))
+        return await assemble(connection, rows, compiled.levels, compiled.build)
 
     async def page(
         self,
@@ -138,6 +150,7 @@ class Projection(Generic[T]):
         limit: int = 50,
         order_by: Sequence[str] = (),
         params: dict[str, Any] | None = None,
+        per_level: bool = False,
     ) -> Page[T]:
         """A keyset page of `limit` objects after cursor `after`. One statement.
 
@@ -145,7 +158,7 @@ class Projection(Generic[T]):
         columns), then the primary key. Cursors are those of `Repository.page`
         for the same model and ordering: one made by either works in the other.
         """
-        shape = ("page", tuple(order_by), after is not None)
+        shape = ("page", tuple(order_by), after is not None, per_level)
         connection = await driver.held(source)
         compiled = self._compile(shape, connection.dialect)
         keys = compiled.keys
@@ -163,7 +176,8 @@ class Projection(Generic[T]):
         if has_more:
             last = rows[-1]
             cursor = encode_cursor(fp, [last[i] for i in compiled.key_columns])
-        return Page(tuple(map(compiled.build, rows)), cursor, has_more)
+        items = await assemble(connection, rows, compiled.levels, compiled.build)
+        return Page(tuple(items), cursor, has_more)
 
     # -- compiling ---------------------------------------------------------
 
@@ -179,7 +193,12 @@ class Projection(Generic[T]):
         aliases = Aliases()
         root = aliases(node.table)
         entity = aliased(node.model, root)
-        entries, build, joins = columns(node, root, aliases, dialect, nested=False)
+        per_level = bool(shape[-1])
+        relations: list[Any] | None = [] if per_level else None
+        entries, build, joins = columns(
+            node, root, aliases, dialect, nested=False, relations=relations
+        )
+        levels = plan(relations, root, entries, dialect) if relations else ()
         conditions = [condition(entity) for condition in self._filters]
         keys: list[SortKey] = []
         key_columns: list[int] = []
@@ -216,7 +235,9 @@ class Projection(Generic[T]):
             processor = binds[name].type.bind_processor(dialect)
             if processor is not None:
                 processors[name] = processor
-        return Compiled(sql, names, defaults, processors, build, tuple(keys), tuple(key_columns))
+        return Compiled(
+            sql, names, defaults, processors, build, tuple(keys), tuple(key_columns), levels
+        )
 
     def _sort_keys(self, entity: Any, order_by: Sequence[str]) -> list[SortKey]:
         """The caller's keys, then the primary key in the last key's direction."""

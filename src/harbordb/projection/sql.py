@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Table, Text, and_, cast, func, select
+from sqlalchemy import Table, Text, and_, cast, func, null, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import RelationshipProperty, aliased
@@ -74,10 +74,20 @@ class Joins:
 
 
 def columns(
-    node: Node, alias: Alias, aliases: Aliases, dialect: Dialect, *, nested: bool
+    node: Node,
+    alias: Alias,
+    aliases: Aliases,
+    dialect: Dialect,
+    *,
+    nested: bool,
+    relations: list[tuple[int, Field]] | None = None,
 ) -> tuple[list[Any], Build, Joins]:
     """The select-list entries of `node` on `alias`, in field order; the function that
-    builds the node's object from the row they produce; the joins they need."""
+    builds the node's object from the row they produce; the joins they need.
+
+    With `relations` (a list to fill), relationship fields are not nested: their
+    entries are NULL placeholders, listed in `relations`, for the caller to read
+    with statements of their own and fill in before building."""
     entity = aliased(node.model, alias)
     joins = Joins(alias, aliases)
     out: list[Any] = []
@@ -97,6 +107,10 @@ def columns(
                 expression = cast(expression, Text)
             out.append(expression)
             convert = _converter(sql_type, dialect)
+        elif relations is not None:
+            relations.append((index, field))
+            out.append(null())
+            convert = None
         else:
             entry, convert = _related_subquery(field, alias, aliases, dialect)
             out.append(entry)
