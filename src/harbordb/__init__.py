@@ -33,6 +33,7 @@ from harbordb.guards import PoolerUnsafe
 from harbordb.pagination import OffsetPage, Page
 from harbordb.projection import Projection, related
 from harbordb.querycount import QueryCounter, assert_max_queries, count_queries
+from harbordb.replicas import InvalidReadToken, Replicas
 from harbordb.repository import Repository, any_of, contains, escape_like
 from harbordb.uow import UnitOfWork
 
@@ -50,6 +51,7 @@ __all__ = [
     "IntegrityError",
     "InvalidCursor",
     "InvalidInput",
+    "InvalidReadToken",
     "LazyLoadDetected",
     "NPlusOneWarning",
     "NotFound",
@@ -59,6 +61,7 @@ __all__ = [
     "PoolerUnsafe",
     "Projection",
     "QueryCounter",
+    "Replicas",
     "Repository",
     "Retryable",
     "Settings",

@@ -51,6 +51,12 @@ class Settings:
     roles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # The setting row-level security policies read the JSON claims from.
     claims_setting: str = "request.jwt.claims"
+    # Read replicas (`harbordb.replicas`): URLs, the lag past which one is skipped,
+    # how long a read-your-writes read waits for one, how long a failed one rests.
+    replica_urls: tuple[str, ...] = ()
+    replica_max_lag: float = 5.0
+    replica_wait: float = 0.5
+    replica_retry_after: float = 1.0
 
     def __post_init__(self) -> None:
         check_pooler(self.pooler)
@@ -61,6 +67,9 @@ class Settings:
             "pool_timeout",
             "pool_ping_after",
             "connect_timeout",
+            "replica_max_lag",
+            "replica_wait",
+            "replica_retry_after",
         ):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -68,11 +77,13 @@ class Settings:
             parse_nplusone_mode(self.nplusone)
         object.__setattr__(self, "roles", MappingProxyType(check_roles(self.roles)))
         check_claims_setting(self.claims_setting)
+        object.__setattr__(self, "replica_urls", check_replica_urls(self.replica_urls))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read HARBORDB_DATABASE_URL (else DATABASE_URL), HARBORDB_POOLER, HARBORDB_NPLUSONE,
-        HARBORDB_ROLES (``public=database_role,...``) and HARBORDB_CLAIMS_SETTING."""
+        HARBORDB_ROLES (``public=database_role,...``), HARBORDB_CLAIMS_SETTING and
+        HARBORDB_REPLICA_URLS (separated by commas or spaces)."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {
             "database_url": env.get("HARBORDB_DATABASE_URL") or env.get("DATABASE_URL"),
@@ -80,9 +91,19 @@ class Settings:
             "nplusone": parse_nplusone_mode(env.get("HARBORDB_NPLUSONE")),
             "roles": parse_roles(env.get("HARBORDB_ROLES") or ""),
             "claims_setting": env.get("HARBORDB_CLAIMS_SETTING") or "request.jwt.claims",
+            "replica_urls": tuple(re.split(r"[\s,]+", env.get("HARBORDB_REPLICA_URLS", ""))),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def check_replica_urls(urls: object) -> tuple[str, ...]:
+    """Replica URLs as a tuple (each is checked like the primary's when its engine is built)."""
+    if isinstance(urls, str):
+        urls = (urls,)
+    if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+        raise ConfigurationError("replicas must be a list of database URLs")
+    return tuple(url for url in urls if url.strip())
 
 
 def check_pooler(value: object) -> Pooler:

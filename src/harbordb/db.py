@@ -8,7 +8,7 @@ server setting that PgBouncer rejects at connect time is sent.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, Unpack, overload
 
@@ -30,6 +30,7 @@ from harbordb.config import Pooler, Settings, check_pooler
 from harbordb.errors import ConfigurationError
 from harbordb.nplusone import NPlusOneMode
 from harbordb.pool import ConnectionGate
+from harbordb.replicas import Replicas, parse_token
 from harbordb.retry import run_with_retries
 from harbordb.transaction import Duration
 from harbordb.uow import IsolationLevel, UnitOfWork, UnitOfWorkOptions
@@ -211,6 +212,7 @@ class Database(Generic[UoWT]):
         pooler: Pooler | None = None,
         roles: Mapping[str, str] | None = None,
         claims_setting: str | None = None,
+        replicas: Sequence[str] | None = None,
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
         **pool_options: Any,
@@ -225,6 +227,7 @@ class Database(Generic[UoWT]):
         pooler: Pooler | None = None,
         roles: Mapping[str, str] | None = None,
         claims_setting: str | None = None,
+        replicas: Sequence[str] | None = None,
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
         **pool_options: Any,
@@ -238,6 +241,7 @@ class Database(Generic[UoWT]):
         pooler: Pooler | None = None,
         roles: Mapping[str, str] | None = None,
         claims_setting: str | None = None,
+        replicas: Sequence[str] | None = None,
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
         **pool_options: Any,
@@ -256,6 +260,7 @@ class Database(Generic[UoWT]):
             "pooler": pooler,
             "roles": roles,
             "claims_setting": claims_setting,
+            "replica_urls": None if replicas is None else tuple(replicas),
             **pool_options,
         }
         unknown = set(pool_options) - {
@@ -266,6 +271,9 @@ class Database(Generic[UoWT]):
             "pool_timeout",
             "pool_ping_after",
             "connect_timeout",
+            "replica_max_lag",
+            "replica_wait",
+            "replica_retry_after",
         }
         if unknown:
             raise ConfigurationError(f"unknown Database option(s): {', '.join(sorted(unknown))}")
@@ -277,6 +285,10 @@ class Database(Generic[UoWT]):
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
+        # Read replicas (harbordb.replicas): None when none are configured.
+        self.replicas: Replicas | None = None
+        if self.settings.replica_urls:
+            self.replicas = Replicas(self.settings, self.engine, create_engine)
 
     def session(self) -> AsyncSession:
         """A new `AsyncSession` (objects stay readable after commit)."""
@@ -294,6 +306,7 @@ class Database(Generic[UoWT]):
         nplusone: NPlusOneMode | Literal["off"] | None = None,
         connection: AsyncConnection | None = None,
         timeout: Duration | None = None,
+        after: str | None = None,
     ) -> UoWT:
         """A unit of work (of the `unit_of_work` class): one session and one transaction,
         committed only on request.
@@ -312,13 +325,21 @@ class Database(Generic[UoWT]):
           a pooled connection, connecting (and a pooler's queue); each statement's
           timeout is then capped by what is left. Past it, `Unavailable` (waits)
           or `Timeout` (a statement). None: only `pool_timeout`, `connect_timeout`.
+        - `after`: a read-your-writes token (``db.replicas.last_token()``): a
+          read-only unit of work runs on a replica only once it has replayed that
+          commit (`harbordb.replicas`). Without replicas, everything runs on the primary.
 
         Options are validated here, before any SQL is sent.
         """
         if nplusone is None:  # the service-wide default, HARBORDB_NPLUSONE
             nplusone = self.settings.nplusone
+        if after is not None:
+            parse_token(after)  # checked even when everything runs on the primary
         if connection is None:
-            session = self.sessionmaker()
+            if self.replicas is None:
+                session = self.sessionmaker()
+            else:
+                session = self.replicas.session(read_only=read_only, after=after)
         elif isolation_level is not None:
             raise ConfigurationError(
                 "isolation_level cannot be set for a unit of work joining an open transaction"
@@ -361,10 +382,14 @@ class Database(Generic[UoWT]):
         def open_unit_of_work() -> UoWT:
             return self.unit_of_work(**options)
 
+        if self.replicas is not None and options.get("read_only"):
+            return await self.replicas.run(open_unit_of_work, fn, retries=retries)
         return await run_with_retries(open_unit_of_work, fn, retries=retries)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.replicas is not None:
+            await self.replicas.dispose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -93,6 +93,7 @@ class UnitOfWorkOptions(TypedDict, total=False):
     role: str | None
     nplusone: NPlusOneMode | Literal["off"] | None
     timeout: Duration | None
+    after: str | None  # a read-your-writes token (harbordb.replicas)
 
 
 class UnitOfWork:

@@ -15,6 +15,8 @@ PUBLIC = {
     "CommitUncertain",
     "ConfigurationError",
     "Conflict",
+    "InvalidReadToken",
+    "Replicas",
     "Database",
     "DatabaseError",
     "ForeignKeyViolation",

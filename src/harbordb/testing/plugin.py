@@ -69,9 +69,11 @@ from harbordb.db import Database, asyncpg_dsn, normalize_url
 from harbordb.testing.cluster import (
     PgBouncer,
     PostgresCluster,
+    Standby,
     find_pgbouncer,
     start_pgbouncer,
     start_postgres,
+    start_standby,
 )
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -294,3 +296,48 @@ async def db_connection(database: Database) -> AsyncIterator[AsyncConnection]:
 async def db_session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
     async with savepoint_session(db_connection) as session:
         yield session
+
+
+# -- read replicas ----------------------------------------------------------------------
+# `pg_replica`: a streaming hot standby of `pg_cluster` (embedded PostgreSQL only), and
+# `replica_pgbouncer`: a PgBouncer in transaction mode in front of it.
+
+
+def _require_pgbouncer() -> None:
+    if find_pgbouncer() is None:
+        message = "PgBouncer is not installed: apt-get install pgbouncer (Debian/Ubuntu)"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: pooler tests may not be skipped)")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_replica(
+    migrated_url: str, pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Standby]:
+    """A hot standby streaming from `pg_cluster`, with the migrated schema."""
+    if pg_cluster.socket_dir is None:
+        message = "pg_replica needs the embedded PostgreSQL (HARBORDB_TEST_DATABASE_URL is set)"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: replica tests may not be skipped)")
+        pytest.skip(message)
+    standby = start_standby(pg_cluster, tmp_path_factory.mktemp("replica"))
+    try:
+        yield standby
+    finally:
+        standby.stop()
+
+
+@pytest.fixture(scope="session")
+def replica_pgbouncer(
+    pg_replica: Standby, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgBouncer]:
+    """PgBouncer (transaction mode) in front of `pg_replica`."""
+    _require_pgbouncer()
+    bouncer = start_pgbouncer(
+        pg_replica.as_cluster(), tmp_path_factory.mktemp("replica-pgbouncer"), pool_size=4
+    )
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
