@@ -90,4 +90,7 @@ VARIANT_LABELS = {
     "queuepool-direct-sqlalchemy-wait": "QueuePool, direct, SQLAlchemy's own pool wait (before)",
     "nullpool-pgbouncer": "NullPool through PgBouncer",
     "queuepool-pgbouncer": "QueuePool through PgBouncer",
+    "primary-alone": "read-only units of work on the primary (no replicas configured)",
+    "primary+replica": "the same with one streaming standby (Database(replicas=[...]))",
+    "replica-token": "the same with a read-your-writes token the standby has replayed",
 }

@@ -33,8 +33,9 @@ any task): within one process, reads see the process's own writes.
 Errors. No failure of a replica reaches the caller while routing: the read
 falls back. A replica that dies in the middle of a unit of work fails that unit
 of work with `Unavailable` (its statements cannot be replayed elsewhere behind
-the caller's back); `Database.run(fn, read_only=True)` re-runs `fn` then, on
-another replica or the primary.
+the caller's back; a COMMIT lost there is `CommitUncertain`);
+`Database.run(fn, read_only=True)` re-runs `fn` then, on another replica or the
+primary: a standby cannot have written anything.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.util import await_
 
-from harbordb.errors import HarborError, Unavailable
+from harbordb.errors import CommitUncertain, HarborError, Unavailable
 from harbordb.retry import run_with_retries
 
 if TYPE_CHECKING:
@@ -216,7 +217,8 @@ class Replicas:
             self._last_target.set(None)
             try:
                 return await run_with_retries(open_unit_of_work, fn, retries=retries)
-            except Unavailable:
+            except (Unavailable, CommitUncertain):
+                # A hot standby writes nothing: its lost COMMIT is safe to run again.
                 replica = self._last_target.get()
                 if replica is None or attempt >= len(self._replicas):
                     raise
@@ -260,25 +262,26 @@ class Replicas:
             with anyio.fail_after(PROBE_TIMEOUT):
                 connection = await session.connect_bound(options)
                 raw = await connection.get_raw_connection()
-                driver: Any = raw.driver_connection
-                while True:
+            driver: Any = raw.driver_connection
+            while True:
+                with anyio.fail_after(PROBE_TIMEOUT):
                     in_recovery, replayed = await driver.fetchrow(_PROBE)
-                    if not in_recovery or replayed is None:
-                        raise _Unfit("is not a standby in recovery")
-                    replica.replayed = replayed
-                    replica.lag = self._lag(replayed)
-                    if replica.lag > self.max_lag:
-                        raise _Unfit("lags past replica_max_lag")
-                    if session.after is None or replayed >= session.after:
-                        return connection
-                    if time.monotonic() >= deadline:
-                        await session.close()  # behind the token: another one may not be
-                        return None
-                    if not waited:
-                        waited = True
-                        self._waits += 1
-                    await anyio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-                    poll = min(poll * 2, _POLL_MAX)
+                if not in_recovery or replayed is None:
+                    raise _Unfit("is not a standby in recovery")
+                replica.replayed = replayed
+                replica.lag = self._lag(replayed)
+                if replica.lag > self.max_lag:
+                    raise _Unfit("lags past replica_max_lag")
+                if session.after is None or replayed >= session.after:
+                    return connection
+                if time.monotonic() >= deadline:
+                    await session.close()  # behind the token: another one may not be
+                    return None
+                if not waited:
+                    waited = True
+                    self._waits += 1
+                await anyio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+                poll = min(poll * 2, _POLL_MAX)
         except _Unfit as exc:
             await session.close()
             self._rest(replica, str(exc))

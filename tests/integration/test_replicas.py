@@ -215,6 +215,7 @@ async def test_a_read_waits_for_the_replica_to_replay_the_token(
                 if reader.replicas.status().waits:
                     break
                 await anyio.sleep(0.01)
+        await anyio.sleep(2.5)  # longer than one probe may take (PROBE_TIMEOUT)
         assert results == []  # still waiting for the replay
         await admin.execute("SELECT pg_wal_replay_resume()")
     assert results == [("replica", True)]
