@@ -198,7 +198,9 @@ class Database(Generic[UoWT]):
       roles: the service's migrations do.
     - `claims_setting`: the setting row-level security policies read the
       JSON claims from (default ``request.jwt.claims``).
-    - `pooler`, `application_name`, pool_*: see `Settings`.
+    - `replicas`: read replicas' URLs: read-only units of work go to them, with
+      read-your-writes tokens (`harbordb.replicas`; ``db.replicas``, None without).
+    - `pooler`, `application_name`, pool_*, replica_*: see `Settings`.
 
     Arguments win over the environment (`Settings.from_env`), read once here.
     """

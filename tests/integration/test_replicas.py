@@ -8,6 +8,7 @@ make the replica stale on purpose.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
@@ -22,7 +23,7 @@ from tests.library.models import Author, Book, BookStatus
 
 from harbordb import Database, Timeout, UnitOfWork
 from harbordb.db import asyncpg_dsn
-from harbordb.testing.cluster import PgBouncer, PostgresCluster, Standby
+from harbordb.testing.cluster import PgBouncer, PostgresCluster, Standby, start_standby
 
 DIRECT_AND_POOLED = ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)]
 WHERE = text("SELECT pg_is_in_recovery(), current_setting('port')::int")
@@ -360,3 +361,58 @@ async def test_unit_of_work_blocks_fall_back_while_the_replica_is_down(
     assert not db.replicas.status().replicas[0].healthy
     await anyio.to_thread.run_sync(killed_replica.start)
     await _until_on_replica(db, killed_replica)
+
+
+@pytest.fixture(scope="module")
+def second_replica(
+    pg_cluster: PostgresCluster, pg_replica: Standby, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Standby]:
+    """Another standby of the same primary, on a port of its own."""
+    standby = start_standby(
+        pg_cluster,
+        tmp_path_factory.mktemp("second-replica"),
+        cluster_name="harbordb_standby_2",
+        port=pg_replica.port + 1,
+    )
+    try:
+        yield standby
+    finally:
+        standby.stop()
+
+
+async def test_reads_take_turns_and_skip_a_dead_replica(
+    migrated_url: str,
+    pg_replica: Standby,
+    second_replica: Standby,
+    harbordb_database_options: dict[str, Any],
+) -> None:
+    """Round robin over two standbys (direct); with one killed, reads go to the other."""
+    urls = [pg_replica.url, second_replica.url]
+    async with Database(
+        migrated_url, replicas=urls, replica_retry_after=0.2, **harbordb_database_options
+    ) as db:
+
+        async def ports(reads: int) -> list[int]:
+            seen = []
+            for _ in range(reads):
+                async with db.unit_of_work(read_only=True) as uow:
+                    in_recovery, port = (await uow.session.execute(WHERE)).one()
+                assert in_recovery is True
+                seen.append(port)
+            return seen
+
+        turns = await ports(6)
+        assert sorted(set(turns)) == [pg_replica.port, second_replica.port]
+        assert all(a != b for a, b in itertools.pairwise(turns))  # they alternate
+        await anyio.to_thread.run_sync(second_replica.kill)
+        try:
+            assert set(await ports(10)) == {pg_replica.port}
+            assert db.replicas is not None
+            assert db.replicas.status().fallbacks == 0
+        finally:
+            await anyio.to_thread.run_sync(second_replica.start)
+        with anyio.fail_after(60):
+            while True:
+                if second_replica.port in await ports(2):
+                    break
+                await anyio.sleep(0.1)
