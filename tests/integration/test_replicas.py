@@ -18,11 +18,14 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import asyncpg
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy import delete, select, text
 from tests.library.models import Author, Book, BookStatus
 
 from harbordb import Database, Timeout, UnitOfWork
 from harbordb.db import asyncpg_dsn
+from harbordb.observability import instrument
 from harbordb.testing.cluster import PgBouncer, PostgresCluster, Standby, start_standby
 
 DIRECT_AND_POOLED = ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)]
@@ -358,7 +361,7 @@ async def test_unit_of_work_blocks_fall_back_while_the_replica_is_down(
     for _ in range(20):
         assert await _where(db, read_only=True) == "primary"
     assert db.replicas is not None
-    assert not db.replicas.status().replicas[0].healthy
+    assert db.replicas.status().fallbacks == 20  # every read fell back, none failed
     await anyio.to_thread.run_sync(killed_replica.start)
     await _until_on_replica(db, killed_replica)
 
@@ -416,3 +419,35 @@ async def test_reads_take_turns_and_skip_a_dead_replica(
                 if second_replica.port in await ports(2):
                     break
                 await anyio.sleep(0.1)
+
+
+async def test_routing_counts_and_lag_are_metrics(make_database: MakeDatabase) -> None:
+    reader = InMemoryMetricReader()
+    db = make_database()
+    instrumentation = instrument(
+        db, traces=False, meter_provider=MeterProvider(metric_readers=[reader]), pool_name="r"
+    )
+    try:
+        for _ in range(3):
+            assert await _where(db, read_only=True) == "replica"
+        assert await _where(db) == "primary"
+        data = reader.get_metrics_data()
+        assert data is not None
+        points = {
+            metric.name: list(metric.data.data_points)
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+        assert db.replicas is not None
+        url = db.replicas.status().replicas[0].url
+        (reads,) = points["harbordb.replicas.reads"]
+        assert reads.value >= 3
+        assert reads.attributes == {"harbordb.pool.name": "r", "harbordb.replica": url}
+        (lag,) = points["harbordb.replicas.lag"]
+        assert lag.value >= 0
+        assert points["harbordb.replicas.healthy"][0].value == 1
+        assert points["harbordb.replicas.primary"][0].value >= 1
+        assert points["harbordb.replicas.fallbacks"][0].value == 0
+    finally:
+        instrumentation.remove()

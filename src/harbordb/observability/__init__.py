@@ -15,7 +15,8 @@ or `instrument(db, ...)` with explicit arguments. Then:
   (``db.query.text`` with placeholders and quoted literals redacted,
   ``db.response.returned_rows``, on failure ``db.response.status_code`` =
   SQLSTATE). Never claims, never bound values.
-- **Metrics**: the pool instruments of `harbordb.observability.pool`.
+- **Metrics**: the pool instruments of `harbordb.observability.pool`, and with
+  read replicas those of `harbordb.observability.replicas` (lag, routing counts).
 - **Slow statements**: with ``slow_statement_ms`` (``HARBORDB_SLOW_STATEMENT_MS``),
   each statement at least that slow is logged on ``harbordb.slow`` (WARNING):
   duration, the caller's file:line, the unit of work's role, the redacted
@@ -99,6 +100,10 @@ def instrument(
             # The Database's FIFO admission, where units of work wait for a connection.
             gate = getattr(db, "_gate", None)
             observers.append(PoolMetrics(engine, meter, name, gate))
+            if getattr(db, "replicas", None) is not None:
+                from harbordb.observability.replicas import ReplicaMetrics
+
+                observers.append(ReplicaMetrics(db.replicas, meter, name))
     if tracer is not None or slow_statement_ms is not None:
         observers.append(
             StatementObserver(engine, tracer=tracer, slow_statement_ms=slow_statement_ms)
