@@ -17,6 +17,7 @@ read-only unit of work, direct to PostgreSQL, with the same pool settings:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -76,6 +77,7 @@ async def _cases(lab: Lab) -> list[Case]:
     url = lab.target.direct_url
     socket_dir = parse_qs(urlsplit(url).query)["host"][0]
     workdir = Path(tempfile.mkdtemp(prefix="harbordb-bench-standby-"))
+    lab.stack.callback(shutil.rmtree, workdir, True)  # after the standby stops
     standby = await anyio.to_thread.run_sync(
         lambda: start_standby(PostgresCluster(url, url, socket_dir), workdir)
     )

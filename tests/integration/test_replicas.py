@@ -27,6 +27,7 @@ from harbordb import Database, Timeout, UnitOfWork
 from harbordb.db import asyncpg_dsn
 from harbordb.observability import instrument
 from harbordb.testing.cluster import PgBouncer, PostgresCluster, Standby, start_standby
+from harbordb.testing.plugin import server_dir
 
 DIRECT_AND_POOLED = ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)]
 WHERE = text("SELECT pg_is_in_recovery(), current_setting('port')::int")
@@ -367,20 +368,16 @@ async def test_unit_of_work_blocks_fall_back_while_the_replica_is_down(
 
 
 @pytest.fixture(scope="module")
-def second_replica(
-    pg_cluster: PostgresCluster, pg_replica: Standby, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Standby]:
+def second_replica(pg_cluster: PostgresCluster, pg_replica: Standby) -> Iterator[Standby]:
     """Another standby of the same primary, on a port of its own."""
-    standby = start_standby(
-        pg_cluster,
-        tmp_path_factory.mktemp("second-replica"),
-        cluster_name="harbordb_standby_2",
-        port=pg_replica.port + 1,
-    )
-    try:
-        yield standby
-    finally:
-        standby.stop()
+    with server_dir("second-replica") as base:
+        standby = start_standby(
+            pg_cluster, base, cluster_name="harbordb_standby_2", port=pg_replica.port + 1
+        )
+        try:
+            yield standby
+        finally:
+            standby.stop()
 
 
 async def test_reads_take_turns_and_skip_a_dead_replica(

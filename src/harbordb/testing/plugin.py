@@ -312,32 +312,28 @@ def _require_pgbouncer() -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_replica(
-    migrated_url: str, pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Standby]:
+def pg_replica(migrated_url: str, pg_cluster: PostgresCluster) -> Iterator[Standby]:
     """A hot standby streaming from `pg_cluster`, with the migrated schema."""
     if pg_cluster.socket_dir is None:
         message = "pg_replica needs the embedded PostgreSQL (HARBORDB_TEST_DATABASE_URL is set)"
         if IN_CI:
             pytest.fail(message + " (CI=true: replica tests may not be skipped)")
         pytest.skip(message)
-    standby = start_standby(pg_cluster, tmp_path_factory.mktemp("replica"))
-    try:
-        yield standby
-    finally:
-        standby.stop()
+    with server_dir("replica") as base:
+        standby = start_standby(pg_cluster, base)
+        try:
+            yield standby
+        finally:
+            standby.stop()
 
 
 @pytest.fixture(scope="session")
-def replica_pgbouncer(
-    pg_replica: Standby, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PgBouncer]:
+def replica_pgbouncer(pg_replica: Standby) -> Iterator[PgBouncer]:
     """PgBouncer (transaction mode) in front of `pg_replica`."""
     _require_pgbouncer()
-    bouncer = start_pgbouncer(
-        pg_replica.as_cluster(), tmp_path_factory.mktemp("replica-pgbouncer"), pool_size=4
-    )
-    try:
-        yield bouncer
-    finally:
-        bouncer.stop()
+    with server_dir("replica-pgbouncer") as base:
+        bouncer = start_pgbouncer(pg_replica.as_cluster(), base, pool_size=4)
+        try:
+            yield bouncer
+        finally:
+            bouncer.stop()
