@@ -202,3 +202,13 @@ async def test_outside_the_plan_a_lazy_relationship_still_raises(
     book = await LazyBooks(session).get(book_ids[0])
     with pytest.raises(InvalidRequestError, match="not available"):
         _ = book.author
+
+
+async def test_a_streamed_plan_loads_its_collections(db: Database, session: AsyncSession) -> None:
+    author_id, _ = await seed(session, books=2)
+    stmt = AuthorRepository(session).select_loaded().where(Author.id == author_id)
+    with count_queries(db) as queries:
+        streamed = await session.stream_scalars(stmt)
+        authors = [author async for author in streamed]
+    assert queries.count == 3
+    assert [len(book.chapters) for book in authors[0].books] == [2, 2]
