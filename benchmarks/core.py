@@ -76,6 +76,7 @@ VARIANT_LABELS = {
     "repository-view": "harbordb read model (catalog_cards, history: projections) (W2, W3)",
     "projection": "harbordb.Projection in a unit of work: one statement (W2, W3, W4)",
     "projection-levels": "harbordb.Projection, per_level=True: one = ANY statement per level (W4)",
+    "projection-struct": "harbordb.Projection of msgspec Structs, one statement (W4)",
     "asyncpg-in-cols": "raw asyncpg, same shape as asyncpg-in, only the projection's columns",
     "asyncpg-one": "raw asyncpg, one statement with nested array_agg(ROW(...)) (W2, W3)",
     "core-in": "Core select, manual IN per relationship",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
@@ -146,21 +147,45 @@ class CustomerRow:
     orders: tuple[OrderRow, ...]
 
 
+class OrderStruct(msgspec.Struct, frozen=True, gc=False):
+    """`OrderRow` as a msgspec Struct: built in C."""
+
+    id: int
+    customer_id: int
+    order_ref: str
+    status: OrderStatus
+    total_cents: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CustomerStruct(msgspec.Struct, frozen=True):
+    id: int
+    email: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    orders: tuple[OrderStruct, ...]
+
+
+_FIRST_N_STRUCTS = Projection(
+    CustomerStruct, Customer, orders=Projection(OrderStruct, Order)
+).where(lambda customer: customer.id <= bindparam("n"))
+
 _FIRST_N = Projection(CustomerRow, Customer, orders=Projection(OrderRow, Order)).where(
     lambda customer: customer.id <= bindparam("n")
 )
 
 
-def projection(lab: Lab, n: int, *, per_level: bool = False) -> Op:
+def projection(lab: Lab, n: int, *, per_level: bool = False, structs: bool = False) -> Op:
     """`harbordb.Projection` in a unit of work: one statement, each customer's orders
     nested as an array of records; `per_level`: customers, then their orders with one
-    ``= ANY`` statement."""
+    ``= ANY`` statement; `structs`: msgspec Structs instead of frozen dataclasses."""
+    read = _FIRST_N_STRUCTS if structs else _FIRST_N
 
     async def op() -> int:
         async with lab.db.unit_of_work() as uow:
-            customers = await _FIRST_N.all(
-                uow, order_by=("id",), params={"n": n}, per_level=per_level
-            )
+            customers = await read.all(uow, order_by=("id",), params={"n": n}, per_level=per_level)
             return len(customers) + sum(len(customer.orders) for customer in customers)
 
     return op
@@ -175,6 +200,7 @@ def _variants(lab: Lab, n: int, keys: tuple[str, ...]) -> list[Variant]:
         "repository": lambda: repository(lab, n),
         "projection": lambda: projection(lab, n),
         "projection-levels": lambda: projection(lab, n, per_level=True),
+        "projection-struct": lambda: projection(lab, n, structs=True),
         "core-in": lambda: core_in(lab, n),
         "asyncpg-in": lambda: asyncpg_in(lab, n),
         "asyncpg-json": lambda: asyncpg_json(lab, n),
@@ -213,6 +239,7 @@ async def _scale_cases(lab: Lab) -> list[Case]:
         "repository",
         "projection",
         "projection-levels",
+        "projection-struct",
         "core-in",
         "asyncpg-in",
         "asyncpg-json",

@@ -100,6 +100,28 @@ class Book(Base):
     author: Mapped[Author] = relationship(lazy="raise", back_populates="books")
 
 
+try:  # the `fast` extra, part of `dev`
+    import msgspec
+except ImportError:  # pragma: no cover
+    msgspec = None
+
+if msgspec is not None:
+
+    class PublisherStruct(msgspec.Struct, frozen=True):
+        id: int
+        name: str
+
+    class BookStruct(msgspec.Struct, frozen=True):
+        id: int
+        title: str
+        shelf: Shelf
+        published_at: datetime
+        publisher: PublisherStruct | None
+
+    class NickStruct(msgspec.Struct):
+        nickname: str
+
+
 class AuthorRepository(Repository[Author]):
     model = Author
 
@@ -280,6 +302,22 @@ async def test_per_level_reads_equal_the_nested_ones(db: Database) -> None:
         assert await BOOK_ROWS.all(uow, order_by=("title",), per_level=True) == (
             await BOOK_ROWS.all(uow, order_by=("title",))
         )
+
+
+async def test_msgspec_structs_are_projections_too(db: Database) -> None:
+    if msgspec is None:
+        pytest.skip("msgspec is not installed (the `fast` extra, part of `dev`)")
+    with pytest.raises(ConfigurationError, match="no column"):
+        Projection(NickStruct, Author)
+    books = Projection(BookStruct, Book, publisher=Projection(PublisherStruct, Publisher))
+    async with db.unit_of_work() as uow:
+        for per_level in (False, True):
+            found = await books.all(uow, order_by=("title",), per_level=per_level)
+            assert found == [
+                BookStruct(11, "Anchors", Shelf.OLD, WHEN, None),
+                BookStruct(12, "Gulls", Shelf.OLD, WHEN, PublisherStruct(1, "Harbor Press")),
+                BookStruct(10, "Tides", Shelf.NEW, WHEN, PublisherStruct(1, "Harbor Press")),
+            ]
 
 
 async def test_the_statement_counter_sees_projection_reads(db: Database) -> None:
