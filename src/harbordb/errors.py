@@ -155,7 +155,22 @@ class Unavailable(DatabaseError):
     network error while connecting (a refused port, a missing socket file), a
     pool with no free connection within its wait. Temporary: retry later, in
     a new unit of work, unless `CommitUncertain` was raised instead.
+
+    `waited` is True when a wait ran out (for a pooled connection, or the unit
+    of work's timeout while connecting): `Database.run` re-runs other
+    `Unavailable` errors raised before its function started, never these.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        constraint: str | None = None,
+        waited: bool = False,
+    ):
+        super().__init__(message, sqlstate=sqlstate, constraint=constraint)
+        self.waited = waited
 
 
 _BY_SQLSTATE: dict[str, type[DatabaseError]] = {
@@ -269,7 +284,9 @@ def _translate(exc: BaseException) -> DatabaseError | None:
         return None
     if isinstance(exc, PoolTimeoutError) and not isinstance(exc, DBAPIError):
         # SQLAlchemy's pool waited its pool_timeout; its message holds only numbers.
-        return Unavailable(f"no pooled database connection free in time ({exc.args[0]})")
+        return Unavailable(
+            f"no pooled database connection free in time ({exc.args[0]})", waited=True
+        )
     driver = _driver_error(exc)
     if driver is None:
         if _is_lost_connection(exc):

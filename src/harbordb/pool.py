@@ -43,7 +43,8 @@ class ConnectionGate:
             f"no database connection free within {max(wait, 0.0):.3g} s: all {self.slots} "
             f"in use (pool_size {self.pool_size} + max_overflow {self.max_overflow}); "
             "shorten units of work, raise pool_size or max_overflow, or wait longer "
-            "(pool_timeout, or the unit of work's timeout)"
+            "(pool_timeout, or the unit of work's timeout)",
+            waited=True,
         )
 
     def release(self) -> None:

@@ -2,9 +2,13 @@
 
 A serialization failure (40001) or a deadlock (40P01) rolls the whole
 transaction back, so the only safe retry is of the whole function, in a new
-transaction. `Database.run` does that; the loop lives here. Nothing else is
-retried: not `Unavailable`, and never `CommitUncertain` (a connection lost or
-a task cancelled during COMMIT leaves unknown whether the transaction
+transaction. `Database.run` does that; the loop lives here. It also re-runs
+on `Unavailable` raised while the unit of work was being opened (a refused
+connection, 53300 too many connections, 57P03 the server is starting): the
+function had not started, so nothing was sent. Not when a wait ran out
+(`Unavailable.waited`: re-running would multiply the wait), not once the
+function has started, and never on `CommitUncertain` (a connection lost or a
+task cancelled during COMMIT leaves unknown whether the transaction
 committed: only the service knows whether its write may run twice).
 
 Backoff is "full jitter": before re-run n (0-based) sleep a uniformly random
@@ -24,7 +28,7 @@ from typing import TypeVar
 
 import anyio
 
-from harbordb.errors import ConfigurationError, Retryable
+from harbordb.errors import ConfigurationError, DatabaseError, Retryable, Unavailable
 from harbordb.uow import UnitOfWork
 
 T = TypeVar("T")
@@ -52,7 +56,8 @@ async def run_with_retries(
 ) -> T:
     """Run ``fn(uow)`` in a new unit of work and commit it; on `Retryable`, run again.
 
-    At most ``1 + retries`` attempts; the last `Retryable` propagates. Any other
+    At most ``1 + retries`` attempts; the last error propagates. `Unavailable`
+    before `fn` started is re-run too (see the module docstring). Any other
     error propagates at once. If `fn` committed the unit of work itself, that
     commit stands.
     """
@@ -61,20 +66,25 @@ async def run_with_retries(
     attempt = 0
     while True:
         uow: UoWT | None = None
+        started = False
         attempt_token = ATTEMPT.set(attempt)
         try:
             async with open_unit_of_work() as uow:
+                started = True
                 result = await fn(uow)
                 if not uow.committed:
                     await uow.commit()
             return result
-        except Retryable as exc:
+        except (Retryable, Unavailable) as exc:
+            if isinstance(exc, Unavailable) and (started or exc.waited):
+                raise  # something may have been sent, or a wait ran out
             if attempt >= retries or (uow is not None and uow.committed):
                 raise  # out of retries, or the work already committed once
             delay = backoff_delay(attempt)
             attempt += 1
             logger.info(
-                "transaction conflict (SQLSTATE %s), re-running in %.3fs (retry %d of %d)",
+                "%s (SQLSTATE %s), re-running in %.3fs (retry %d of %d)",
+                _reason(exc),
                 exc.sqlstate,
                 delay,
                 attempt,
@@ -83,3 +93,9 @@ async def run_with_retries(
             await anyio.sleep(delay)
         finally:
             ATTEMPT.reset(attempt_token)
+
+
+def _reason(error: DatabaseError) -> str:
+    if isinstance(error, Retryable):
+        return "transaction conflict"
+    return "database unavailable before the work started"

@@ -194,7 +194,8 @@ class UnitOfWork:
         if scope.cancelled_caught:
             raise Unavailable(
                 f"the unit of work's timeout ({self._timeout:.3g} s) passed while connecting "
-                "to the database (or waiting for the pooler to hand out a server connection)"
+                "to the database (or waiting for the pooler to hand out a server connection)",
+                waited=True,
             )
         self._connection_info = connection.info
         start_tracking(self._connection_info)  # the settings above are no write

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+import anyio
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from tests.library.models import Author, Book
 from tests.library.seed import delete_seeded, seed_books
 
-from harbordb import Database, count_queries
-from harbordb.errors import ConfigurationError, Conflict, DatabaseError, Retryable
+from harbordb import Database, count_queries, normalize_url
+from harbordb.errors import (
+    ConfigurationError,
+    Conflict,
+    DatabaseError,
+    Retryable,
+    Unavailable,
+)
 from harbordb.retry import BASE_DELAY, MAX_DELAY, backoff_delay
 from harbordb.uow import UnitOfWork
 
@@ -201,3 +209,102 @@ def test_backoff_is_jittered_and_capped() -> None:
         assert all(0.0 <= delay <= cap for delay in delays)
         assert len(set(delays)) > 100  # random, not a fixed schedule
         assert max(delays) > cap / 2
+
+
+@pytest.fixture
+async def refused_role(database: Database) -> AsyncIterator[str]:
+    """A login role with CONNECTION LIMIT 0: every connect is refused with 53300."""
+    role = f"retry_{uuid.uuid4().hex[:8]}"
+    async with database.engine.connect() as admin:
+        await admin.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'))
+        await admin.commit()
+    yield role
+    async with database.engine.connect() as admin:
+        await admin.execute(text(f'DROP ROLE "{role}"'))
+        await admin.commit()
+
+
+class _Retried(logging.Handler):
+    """Sets `event` at the first re-run `Database.run` logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = anyio.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self.event.set()
+
+
+@pytest.fixture
+def retried() -> Iterator[_Retried]:
+    handler = _Retried()
+    logger = logging.getLogger("harbordb.retry")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_run_reruns_when_the_server_refuses_the_connection(
+    database: Database, migrated_url: str, refused_role: str, retried: _Retried
+) -> None:
+    """53300 while opening the unit of work: nothing was sent, so `run` tries again, and
+    succeeds once the server accepts connections."""
+    url = normalize_url(migrated_url).set(username=refused_role).render_as_string(False)
+    calls: list[int] = []
+
+    async def work(uow: UnitOfWork) -> int:
+        calls.append(1)
+        return int(await uow.session.scalar(text("SELECT 7")) or 0)
+
+    results: list[int] = []
+    async with Database(url, pooler="none") as refused:
+
+        async def call() -> None:
+            results.append(await refused.run(work, retries=100))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await retried.event.wait()
+                async with database.engine.connect() as admin:
+                    await admin.execute(text(f'ALTER ROLE "{refused_role}" CONNECTION LIMIT -1'))
+                    await admin.commit()
+    assert results == [7]
+    assert calls == [1]  # the function ran once: only opening was repeated
+    assert "database unavailable before the work started (SQLSTATE 53300)" in retried.messages[0]
+
+
+async def test_run_does_not_rerun_a_wait_that_ran_out(migrated_url: str, retried: _Retried) -> None:
+    """A pool with no free connection within pool_timeout: re-running would only wait again."""
+    async with (
+        Database(
+            migrated_url, pooler="none", pool_size=1, max_overflow=0, pool_timeout=0.2
+        ) as small,
+        small.unit_of_work(),
+    ):
+        with pytest.raises(Unavailable) as caught:
+            await small.run(lambda uow: uow.session.scalar(text("SELECT 1")), retries=3)
+    assert caught.value.waited
+    assert retried.messages == []
+
+
+async def test_run_does_not_rerun_once_the_function_started(
+    database: Database, retried: _Retried
+) -> None:
+    """`Unavailable` raised by the function itself (the connection died under it) propagates:
+    some of its statements may have run."""
+    calls: list[int] = []
+
+    async def work(uow: UnitOfWork) -> None:
+        calls.append(1)
+        raise Unavailable("connection lost mid-work")
+
+    with pytest.raises(Unavailable):
+        await database.run(work, retries=3)
+    assert calls == [1]
+    assert retried.messages == []
