@@ -293,7 +293,9 @@ def _translate(exc: BaseException) -> DatabaseError | None:
             innermost = list(_chain(exc))[-1]
             return Unavailable(
                 f"database connection unavailable (connection lost or refused: "
-                f"{type(innermost).__name__})"
+                f"{type(innermost).__name__})",
+                # connect_timeout ran out (asyncio's TimeoutError wraps a cancellation)
+                waited=any(isinstance(link, TimeoutError) for link in _chain(exc)),
             )
         if isinstance(exc, DBAPIError):
             # A driver-side failure without a SQLSTATE: name its class, not its

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -307,4 +308,18 @@ async def test_run_does_not_rerun_once_the_function_started(
     with pytest.raises(Unavailable):
         await database.run(work, retries=3)
     assert calls == [1]
+    assert retried.messages == []
+
+
+async def test_run_does_not_rerun_a_connect_timeout(retried: _Retried) -> None:
+    """A server that accepts TCP but never answers: connect_timeout runs out once, no re-run."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        url = f"postgresql://app@127.0.0.1:{port}/silent"
+        async with Database(url, pooler="none", connect_timeout=0.3) as db:
+            with pytest.raises(Unavailable) as caught:
+                await db.run(lambda uow: uow.session.scalar(text("SELECT 1")), retries=3)
+    assert caught.value.waited
     assert retried.messages == []
