@@ -26,9 +26,8 @@
 
     NPlusOneWarning (a UserWarning): what the N+1 detector emits in "warn" mode
 
-The inventory's refusals (`InsufficientStock`, `ReservationExpired`,
-`CheckoutFailed`) are HarborErrors defined with their domain in
-`harbor_commerce.inventory`. `InvalidInput` (a `ConfigurationError`) is an
+A service defines its own refusals (out of stock, ...) as HarborError
+subclasses beside its domain. `InvalidInput` (a `ConfigurationError`) is an
 argument refused before any SQL: a number out of range, a string PostgreSQL
 cannot store.
 
