@@ -14,14 +14,15 @@ replica is skipped, and the next one (finally the primary) is tried, when:
 - it is not in recovery (a promoted or misnamed server);
 - its lag exceeds `Settings.replica_max_lag`. Lag is measured against the
   primary's WAL positions: this `Database` notes the primary's position after
-  each commit and samples it at most twice a second while reading; a replica's
+  each commit and samples its flush position at most twice a second while reading; a replica's
   lag is the age of the oldest noted position it has not replayed yet (0 when
   it has replayed all of them). No clocks are compared across servers.
 
 Read-your-writes. After every commit of a read-write unit of work, the
-primary's WAL insert position is read on the same connection, in the round trip
-right after COMMIT (asyncpg cannot pipeline it with the COMMIT itself). That
-position, as a short string such as ``"0/3016A28"``, is the commit's token:
+primary's WAL flush position (which a synchronous COMMIT has passed; the insert
+position after an asynchronous one) is read on the same connection, in the
+round trip right after COMMIT (asyncpg cannot pipeline it with the COMMIT
+itself). That position, as a short string such as ``"0/3016A28"``, is the commit's token:
 ``db.replicas.last_token()`` returns the token of the current task's last commit
 on this `Database`, for a cookie or a header. A read opened with
 ``unit_of_work(read_only=True, after=token)`` runs on a replica only once that
@@ -77,8 +78,25 @@ SAMPLE_EVERY = 0.5
 _POLL_MIN, _POLL_MAX = 0.002, 0.02
 
 _TOKEN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
-_PROBE = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()"
-_PRIMARY_LSN = "SELECT pg_current_wal_insert_lsn()"
+_PROBE = (
+    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn(),"
+    " current_setting('wal_block_size')::int"
+)
+# A standby can hold this much of one record it cannot replay yet (see `_lag`).
+_PARTIAL_RECORD = 64 * 1024
+# A commit's token: the flush position, which a synchronous COMMIT has passed (the insert
+# position may hold WAL no one flushes on an idle primary: pruning, hint records), or the
+# insert position after an asynchronous one; with the WAL page and segment sizes (`wal_end`).
+_COMMIT_LSN = (
+    "SELECT CASE current_setting('synchronous_commit') WHEN 'off'"
+    " THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END,"
+    " current_setting('wal_block_size')::int,"
+    " pg_size_bytes(current_setting('wal_segment_size'))::bigint"
+)
+# The lag reference: only flushed WAL can reach a standby.
+_PRIMARY_LSN = "SELECT pg_current_wal_flush_lsn()"
+# Page header sizes (XLogShortPHD, XLogLongPHD: the first page of a segment).
+_SHORT_HEADER, _LONG_HEADER = 24, 40
 _CONNECTION_KEY = "harbordb.replicas.connection"
 _ROUTER_KEY = "harbordb.replicas.router"
 
@@ -265,11 +283,11 @@ class Replicas:
             driver: Any = raw.driver_connection
             while True:
                 with anyio.fail_after(PROBE_TIMEOUT):
-                    in_recovery, replayed = await driver.fetchrow(_PROBE)
+                    in_recovery, replayed, received, page = await driver.fetchrow(_PROBE)
                 if not in_recovery or replayed is None:
                     raise _Unfit("is not a standby in recovery")
                 replica.replayed = replayed
-                replica.lag = self._lag(replayed)
+                replica.lag = self._lag(replayed, received, page)
                 if replica.lag > self.max_lag:
                     raise _Unfit("lags past replica_max_lag")
                 if session.after is None or replayed >= session.after:
@@ -297,8 +315,19 @@ class Replicas:
 
     # -- lag and tokens -------------------------------------------------------------
 
-    def _lag(self, replayed: int) -> float:
-        """Seconds since the primary was at the oldest noted position `replayed` lacks."""
+    def _lag(self, replayed: int, received: int | None, page: int) -> float:
+        """Seconds since the primary was at the oldest noted position the replica lacks.
+
+        The primary flushes whole pages in the background, so its flush position
+        can stop inside a record whose rest it does not flush while idle: the
+        standby then has every byte up to it but cannot replay that record. A
+        page-aligned receive position a little ahead of the replay position is
+        taken for that case, and counts as caught up, for lag only: tokens are
+        always compared with the replay position.
+        """
+        partial = received is not None and 0 < received - replayed <= _PARTIAL_RECORD
+        if partial and received is not None and received % page == 0:
+            replayed = received
         for noted_at, lsn in self._samples:
             if lsn > replayed:
                 return time.monotonic() - noted_at
@@ -400,5 +429,18 @@ def _note_commit_position(session: Session) -> None:
 
 async def _fetch_position(driver: Any) -> int:
     with anyio.CancelScope(shield=True):
-        lsn: int = await driver.fetchval(_PRIMARY_LSN, timeout=PROBE_TIMEOUT)
-    return lsn
+        row = await driver.fetchrow(_COMMIT_LSN, timeout=PROBE_TIMEOUT)
+    return wal_end(*row)
+
+
+def wal_end(insert: int, page: int, segment: int) -> int:
+    """The end of the WAL written so far, from ``pg_current_wal_insert_lsn()``.
+
+    At a page boundary the insert position points past the next page's header,
+    a position no record ends at: a standby that replayed everything reports the
+    boundary itself, and would look behind forever while the primary is idle.
+    Only that exact case moves back; every other position is the end of a record.
+    """
+    offset = insert % page
+    header = _LONG_HEADER if insert % segment < page else _SHORT_HEADER  # a first page
+    return insert - offset if offset == header else insert

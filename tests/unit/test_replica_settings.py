@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harbordb import ConfigurationError, Database, InvalidReadToken, Settings
-from harbordb.replicas import format_token, parse_token
+from harbordb.replicas import format_token, parse_token, wal_end
 
 PRIMARY = "postgresql://app@db.internal/shop"
 REPLICA = "postgresql://app@replica-1.internal/shop"
@@ -70,3 +70,24 @@ def test_a_replica_url_error_does_not_echo_the_password() -> None:
     with pytest.raises(ConfigurationError) as caught:
         Database(PRIMARY, replicas=["mysql://app:s3cret@replica/shop"])
     assert "s3cret" not in str(caught.value)
+
+
+PAGE, SEGMENT = 8192, 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("insert", "end"),
+    [
+        (0x3016A28, 0x3016A28),  # inside a page: the end of the last record
+        (0x3016018, 0x3016000),  # just past a page header: the page boundary
+        (0x3000028, 0x3000000),  # just past a segment's long header: the boundary
+        (0x3002028, 0x3002028),  # 40 bytes into an ordinary page: a record's end
+        (0x3000018, 0x3000018),  # inside a long header: no insert position, left alone
+    ],
+)
+def test_the_insert_position_at_a_page_boundary_reads_as_the_boundary(
+    insert: int, end: int
+) -> None:
+    """A standby that replayed everything reports the boundary, never the spot past the
+    next page's header: a token there would wait for WAL that an idle primary never sends."""
+    assert wal_end(insert, PAGE, SEGMENT) == end
