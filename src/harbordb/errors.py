@@ -8,6 +8,7 @@
     │   └── PoolerUnsafe       session state a transaction pooler breaks (harbordb.guards)
     ├── NotFound               a row asked for by key does not exist
     ├── InvalidCursor          a pagination cursor was tampered with or garbled (also a ValueError)
+    ├── InvalidReadToken       a read-your-writes token is no WAL position (harbordb.replicas)
     ├── LazyLoadDetected       the N+1 detector saw relationship loads per parent row
     ├── UnitOfWorkClosed       a unit of work was used after it ended (also a RuntimeError)
     ├── AfterCommitError       committed, but an after-commit callback raised
