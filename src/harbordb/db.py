@@ -114,7 +114,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         },
     }
     if settings.pooler == "external":
-        return _pooled_engine(url, options)
+        return _engine_behind_pooler(url, options)
     engine = create_async_engine(
         url,
         pool_size=settings.pool_size,
@@ -127,7 +127,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-def _pooled_engine(url: URL, options: dict[str, Any]) -> AsyncEngine:
+def _engine_behind_pooler(url: URL, options: dict[str, Any]) -> AsyncEngine:
     """Behind a transaction pooler: no pool here (it would pin the pooler's server
     connections), and session state the pooler would break refused (`harbordb.guards`)."""
     guards.check_startup_options(dict(url.query))
@@ -375,10 +375,11 @@ class Database(Generic[UoWT]):
     ) -> T:
         """``await fn(uow)`` in a new unit of work, committed when `fn` returns.
 
-        On `Retryable` (serialization failure, deadlock) the whole of `fn` runs
-        again in a new unit of work, up to `retries` more times, after a jittered
-        exponential backoff (`harbordb.retry`). Other errors propagate at once.
-        `options` are those of `unit_of_work`.
+        On `Retryable` (serialization failure, deadlock), and on `Unavailable`
+        before `fn` started (nothing sent), the whole of `fn` runs again in a new
+        unit of work, up to `retries` more times, after a jittered exponential
+        backoff (`harbordb.retry`). Other errors propagate at once. `options` are
+        those of `unit_of_work`.
         """
 
         def open_unit_of_work() -> UoWT:

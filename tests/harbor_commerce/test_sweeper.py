@@ -204,7 +204,7 @@ async def test_sweeper_checks_its_arguments(
         await run_sweeper(Inventory(database), **kwargs)  # type: ignore[arg-type]
 
 
-# -- harbordb sweep -----------------------------------------------------------------
+# -- harbor-commerce sweep ----------------------------------------------------------
 
 CLI = [sys.executable, "-c", "import sys; from harbor_commerce.cli import main; sys.exit(main())"]
 

@@ -209,14 +209,13 @@ async def test_a_paused_pgbouncer_is_unavailable_within_the_timeout(
             async with library_database(bouncer.url, pooler="external") as db:
                 await admin.execute("PAUSE")
                 try:
-                    started = anyio.current_time()
                     paused = await _outcome(lambda: _enter_with_timeout(db, 0.5))
-                    waited = anyio.current_time() - started
                 finally:
                     await admin.execute("RESUME")
                 _assert_unavailable({"enter": paused})
+                # The unit of work's own timeout ended the wait, not PgBouncer's
+                # query_wait_timeout (120 s), which would fail differently.
                 assert "timeout (0.5 s) passed while connecting" in str(paused)
-                assert waited < 60  # not PgBouncer's query_wait_timeout (120 s)
                 await _enter_with_timeout(db, 5)  # resumed
         finally:
             await admin.close()
