@@ -1,7 +1,7 @@
 """replicas: reads on the primary alone against primary + one streaming standby.
 
 Opt-in (``--only replicas``): it starts a hot standby of the embedded server
-(`harbordb.testing.cluster.start_standby`), which an external server cannot
+(`harbordb.testing.standby.start_standby`), which an external server cannot
 have. Every variant runs W1's read (a product with its variants) in a
 read-only unit of work, direct to PostgreSQL, with the same pool settings:
 
@@ -29,7 +29,8 @@ from benchmarks.core import Case, Lab, Op, Variant, Workload
 from benchmarks.servers import POOL_SIZE
 from harbor_commerce.uow import CommerceWork, commerce_database
 from harbordb import Database
-from harbordb.testing.cluster import PostgresCluster, start_standby
+from harbordb.testing.cluster import PostgresCluster
+from harbordb.testing.standby import start_standby
 
 _TOUCH = text("UPDATE products SET name = name WHERE id = :id")
 

@@ -26,8 +26,9 @@ from tests.library.models import Author, Book, BookStatus
 from harbordb import Database, Timeout, UnitOfWork
 from harbordb.db import asyncpg_dsn
 from harbordb.observability import instrument
-from harbordb.testing.cluster import PgBouncer, PostgresCluster, Standby, start_standby
+from harbordb.testing.cluster import PgBouncer, PostgresCluster
 from harbordb.testing.plugin import server_dir
+from harbordb.testing.standby import Standby, start_standby
 
 DIRECT_AND_POOLED = ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)]
 WHERE = text("SELECT pg_is_in_recovery(), current_setting('port')::int")

@@ -69,12 +69,11 @@ from harbordb.db import Database, asyncpg_dsn, normalize_url
 from harbordb.testing.cluster import (
     PgBouncer,
     PostgresCluster,
-    Standby,
     find_pgbouncer,
     start_pgbouncer,
     start_postgres,
-    start_standby,
 )
+from harbordb.testing.standby import Standby, start_standby
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
