@@ -1,4 +1,4 @@
-"""The goals of issue 4, checked against a run's results.
+"""The goals of issues 4 and 9, checked against a run's results.
 
 Each goal's status is "met", "not met", "reported" (a figure to report, not a
 threshold) or "not measured" (its workload or variant did not run).
@@ -7,11 +7,11 @@ threshold) or "not measured" (its workload or variant did not run).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from benchmarks.results import round_ratio, variant_in
 
-REPOSITORY_BUDGET = 1.5  # the repository read may take this many times raw asyncpg's
 # selectinload sends the parents' keys in IN batches of this many by default
 # (SQLAlchemy 2.1 added selectinload(chunksize=...)): constant in N per batch.
 SELECTIN_BATCH = 500
@@ -31,19 +31,19 @@ def _ratio_goal(
     goal: str,
     subject: str,
     anchor: str,
-    limit: float | None,
+    limits: Mapping[str, float],
     *,
     by_round: bool = False,
 ) -> dict[str, Any] | None:
-    """p50(subject) / p50(anchor) on W2 and W3: met when every ratio is at most `limit`
-    (below 1 when `limit` is None: "faster than"). With `by_round`, judged on the
-    median over rounds of the two variants' p50s within each round (`round_ratio`)."""
-    if "W2" not in run["workloads"] and "W3" not in run["workloads"]:
+    """p50(subject) / p50(anchor) per workload: met when each is at most its limit
+    (`limits`: workload key -> largest ratio allowed). With `by_round`, judged on
+    the median over rounds of the two variants' p50s within each round."""
+    if not any(key in run["workloads"] for key in limits):
         return None
     parts: list[str] = []
-    ratios: list[float] = []
     missing: list[str] = []
-    for key in ("W2", "W3"):
+    met = True
+    for key, limit in limits.items():
         case = _single_case(run, key)
         if case is None:
             missing.append(f"{key} not run")
@@ -63,13 +63,61 @@ def _ratio_goal(
         if by_round and per_round is not None:
             ratio = per_round
             text += f", {per_round:.2f}x (median of per-round ratios)"
-        ratios.append(ratio)
-        parts.append(text)
+        met = met and ratio <= limit
+        parts.append(f"{text}; at most {limit:.2f}x")
     measured = "; ".join(parts + missing)
-    if missing or not ratios:
+    if missing or not parts:
         return _goal(goal, measured, "not measured")
-    met = all(r <= limit if limit is not None else r < 1.0 for r in ratios)
     return _goal(goal, measured, "met" if met else "not met")
+
+
+def _scaling_goal(run: dict[str, Any], subject: str, limit: float) -> dict[str, Any] | None:
+    """p50(subject) / p50(asyncpg-in) at every N of W4, judged round by round."""
+    workload = run["workloads"].get("W4")
+    if workload is None:
+        return None
+    goal = f"{PROJECTION_LABEL} at most {limit:.1f}x of asyncpg-in at every N of W4"
+    parts: list[str] = []
+    met = True
+    for case in workload["cases"]:
+        mine, theirs = variant_in(case, subject), variant_in(case, "asyncpg-in")
+        if mine is None or theirs is None:
+            return _goal(goal, f"N={case['params']['n']}: a variant is missing", "not measured")
+        ratio = round_ratio(mine, theirs) or mine["p50_ms"] / theirs["p50_ms"]
+        met = met and ratio <= limit
+        parts.append(f"N={case['params']['n']}: {ratio:.2f}x")
+    measured = ", ".join(parts) + " (median of per-round ratios)"
+    return _goal(goal, measured, "met" if met and parts else "not met")
+
+
+def _memory_goal(run: dict[str, Any], subject: str, factor: float) -> dict[str, Any] | None:
+    """Python peak per operation: `subject` at least `factor` times below `repository`
+    on W2, W3 and W4 at its largest N."""
+    cases: list[tuple[str, dict[str, Any]]] = []
+    for key in ("W2", "W3"):
+        case = _single_case(run, key)
+        if case is not None:
+            cases.append((key, case))
+    w4 = run["workloads"].get("W4")
+    if w4 and w4["cases"]:
+        largest = max(w4["cases"], key=lambda c: c["params"]["n"])
+        cases.append((f"W4 N={largest['params']['n']}", largest))
+    if not cases:
+        return None
+    goal = f"{PROJECTION_LABEL}: Python peak memory per operation {factor:g}x below ORM objects"
+    parts: list[str] = []
+    met = True
+    for label, case in cases:
+        mine, orm = variant_in(case, subject), variant_in(case, "repository")
+        if mine is None or orm is None:
+            return _goal(goal, f"{label}: a variant is missing", "not measured")
+        below = orm["peak_memory_kib"] / mine["peak_memory_kib"]
+        met = met and below >= factor
+        parts.append(
+            f"{label}: {mine['peak_memory_kib']:,.0f} vs {orm['peak_memory_kib']:,.0f} KiB "
+            f"({below:.2f}x below)"
+        )
+    return _goal(goal, "; ".join(parts), "met" if met else "not met")
 
 
 def _statements_goal(run: dict[str, Any]) -> dict[str, Any] | None:
@@ -122,54 +170,57 @@ def _pool_goal(run: dict[str, Any]) -> dict[str, Any] | None:
     return _goal(goal, measured, "reported")
 
 
-# The harbordb reads the first two goals are checked for: the ORM repository
-# method, and the read model (Core rows into frozen dataclasses). Both are
-# reported, so an unmet goal stays visible next to a met one.
-HARBORDB_READS = {
-    "repository": "harbordb repository read (ORM objects)",
-    "repository-view": "harbordb read-model read (catalog_cards, history)",
-}
-
-
-# Typed projections (issue 9): at most raw asyncpg's time for the same graph.
-PROJECTION_BUDGET = 1.0
+# Issue 9's budgets, as ratios of p50 latency.
+ORM_BUDGET = {"W1": 1.5, "W2": 2.0, "W3": 1.5}  # repository / asyncpg-in
+TORTOISE_SPEEDUP = 1.5  # the repository at least this many times faster than Tortoise
+PROJECTION_BUDGET = 1.0  # projection / asyncpg-in, W2, W3 and every N of W4
+PROJECTION_MEMORY = 3.0  # projection's peak at least this many times below repository's
 PROJECTION_LABEL = "harbordb typed projection (one statement, frozen dataclasses)"
 
 
 def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The goals whose workloads ran."""
-    goals: list[dict[str, Any] | None] = []
-    for subject, label in HARBORDB_READS.items():
-        goals.append(
-            _ratio_goal(
-                run,
-                f"{label} on W2 and W3 within {REPOSITORY_BUDGET}x of raw asyncpg's "
-                "same-shape path, concurrency 1",
-                subject,
-                "asyncpg-in",
-                REPOSITORY_BUDGET,
-            )
-        )
-    for subject, label in HARBORDB_READS.items():
-        goals.append(
-            _ratio_goal(
-                run,
-                f"{label} faster than Tortoise's prefetch_related on W2 and W3",
-                subject,
-                "tortoise",
-                None,
-            )
-        )
-    goals.append(
+    w2_w3 = ("W2", "W3")
+    goals: list[dict[str, Any] | None] = [
+        _ratio_goal(
+            run,
+            "harbordb repository read (ORM objects) within "
+            + ", ".join(f"{limit}x ({key})" for key, limit in ORM_BUDGET.items())
+            + " of raw asyncpg's same statements (asyncpg-in), concurrency 1",
+            "repository",
+            "asyncpg-in",
+            ORM_BUDGET,
+            by_round=True,
+        ),
+        _ratio_goal(
+            run,
+            f"harbordb repository read (ORM objects) at least {TORTOISE_SPEEDUP}x faster than "
+            "Tortoise's prefetch_related on W2 and W3",
+            "repository",
+            "tortoise",
+            dict.fromkeys(w2_w3, 1 / TORTOISE_SPEEDUP),
+            by_round=True,
+        ),
         _ratio_goal(
             run,
             f"{PROJECTION_LABEL} on W2 and W3 at most {PROJECTION_BUDGET}x of raw asyncpg's "
-            "same-shape path (asyncpg-in), concurrency 1",
+            "same statements (asyncpg-in), concurrency 1",
             "projection",
             "asyncpg-in",
-            PROJECTION_BUDGET,
+            dict.fromkeys(w2_w3, PROJECTION_BUDGET),
             by_round=True,
-        )
-    )
-    goals += [_statements_goal(run), _pool_goal(run)]
+        ),
+        _ratio_goal(
+            run,
+            "harbordb read model (catalog_cards, history) faster than Tortoise's "
+            "prefetch_related on W2 and W3",
+            "repository-view",
+            "tortoise",
+            dict.fromkeys(w2_w3, 1.0),
+        ),
+        _scaling_goal(run, "projection", PROJECTION_BUDGET),
+        _memory_goal(run, "projection", PROJECTION_MEMORY),
+        _statements_goal(run),
+        _pool_goal(run),
+    ]
     return [goal for goal in goals if goal is not None]

@@ -151,12 +151,13 @@ def test_the_read_model_path_is_measured_and_judged_next_to_the_orm(
         assert by_variant["asyncpg-one"]["round_trips_per_op"] == 2
         model = by_variant["asyncpg-in"]["model_p50_ms_at_1ms_rtt"]
         assert model == pytest.approx(by_variant["asyncpg-in"]["p50_ms"] + 8, abs=0.001)
-    budget = [goal for goal in quick_run["goals"] if "within 1.5x" in goal["goal"]]
-    assert len(budget) == 2  # the ORM read stays reported next to the read model
-    assert "repository " in budget[0]["measured"]
-    assert "repository-view " in budget[1]["measured"]
-    for goal in budget:
-        assert goal["status"] in {"met", "not met"}
+    # Issue 9's goals are judged on every workload they name, never left unmeasured.
+    orm = next(g for g in quick_run["goals"] if g["goal"].startswith("harbordb repository read"))
+    assert [f"{key}: repository " in orm["measured"] for key in ("W1", "W2", "W3")] == [True] * 3
+    judged = [goal for goal in quick_run["goals"] if goal["goal"].startswith("harbordb ")]
+    assert len(judged) == 6, [goal["goal"] for goal in judged]
+    for goal in judged:
+        assert goal["status"] in {"met", "not met"}, goal
 
 
 def test_bad_flags_fail_clearly() -> None:
