@@ -143,6 +143,11 @@ class DirectObserver(Protocol):
 _DIRECT_OBSERVERS: dict[Engine, list[DirectObserver]] = {}
 
 
+def has_direct_observers(engine: Engine) -> bool:
+    """Whether observers watch statements sent on `engine`'s driver connections."""
+    return bool(_DIRECT_OBSERVERS.get(engine))
+
+
 def observe_direct(engine: Engine, observer: DirectObserver, *, remove: bool = False) -> None:
     """Register (or remove) `observer` for `engine`'s direct statements."""
     observers = _DIRECT_OBSERVERS.setdefault(engine, [])

@@ -39,8 +39,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from harbordb.errors import ConfigurationError, translating
-from harbordb.querycount import direct_statement
+from harbordb.errors import ConfigurationError, HarborError, translate, translating
+from harbordb.querycount import direct_statement, has_direct_observers, report_statement
 
 # SQLAlchemy's `SessionTransaction._connections` (bind -> (connection, ...)): read to
 # find a unit of work's connection without a greenlet switch; checked by the tests.
@@ -131,13 +131,31 @@ def _connection_of(session: Session) -> Held:
 
 async def fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
     """The rows of `sql` with positional `args`, in the session's transaction."""
+    sync = connection.connection
+    if has_direct_observers(sync.engine):
+        with translating(), direct_statement(sync, sql) as fetched:
+            rows = await _fetch(connection, sql, args)
+            fetched(len(rows))
+        return rows
+    # No observers: the same counting and error translation, without two context managers.
+    report_statement(sync.engine, sql)
+    try:
+        return await _fetch(connection, sql, args)
+    except HarborError:
+        raise
+    except Exception as exc:
+        error = translate(exc)
+        if error is None:
+            raise
+    raise error  # outside the except block: the driver's error is its __cause__ only
+
+
+async def _fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
     adapter = connection.adapter
-    with translating(), direct_statement(connection.connection, sql) as fetched:
-        async with adapter._execute_mutex:
-            if adapter._transaction is None and _needs_begin(adapter, connection.dialect):
-                await adapter._start_transaction()
-            rows: list[Any] = await connection.driver.fetch(sql, *args)
-        fetched(len(rows))
+    async with adapter._execute_mutex:
+        if adapter._transaction is None and _needs_begin(adapter, connection.dialect):
+            await adapter._start_transaction()
+        rows: list[Any] = await connection.driver.fetch(sql, *args)
     return rows
 
 

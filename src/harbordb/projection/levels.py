@@ -11,6 +11,7 @@ Relationships must join on one column pair.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +24,15 @@ from sqlalchemy.types import String
 
 from harbordb.errors import ConfigurationError
 from harbordb.projection import driver
+from harbordb.projection.build import Builder, Part, PartKind, value_collector
 from harbordb.projection.shape import Field, Kind
 from harbordb.projection.sql import (
     Aliases,
-    Build,
     _child_order,
     _converter,
     _on,
     _user_defined,
+    build_of,
     columns,
 )
 
@@ -44,7 +46,7 @@ class Level:
     parent_key: int  # where the parent's row carries the key the children link to
     sql: str
     link: int  # where the child's row carries that key
-    build: Build  # builds a child object (or converts a value) from its row
+    collect: Callable[..., dict[Any, Any]]  # (rows, found) -> child objects (values) by key
     children: tuple[Level, ...]
 
 
@@ -52,11 +54,13 @@ def plan(
     relations: list[tuple[int, Field]],
     parent: Alias,
     entries: list[Any],
+    parts: list[Part],
     dialect: Dialect,
 ) -> tuple[Level, ...]:
     """The levels below a node whose row entries are `entries` on `parent`; appends
-    to `entries` the keys the children link to."""
-    levels = []
+    to `entries` the keys the children link to, and points the relationship fields'
+    `parts` at them (level i's objects are ``found[i]``)."""
+    levels: list[Level] = []
     for index, field in relations:
         prop = field.prop
         assert prop is not None
@@ -67,7 +71,10 @@ def plan(
             )
         local, remote = pairs[0]
         entries.append(_on(parent, local))
-        levels.append(_level(index, field, len(entries) - 1, remote, dialect))
+        parent_key = len(entries) - 1
+        kind: PartKind = "found-one" if field.kind == "one" else "found-many"
+        parts[index] = Part(kind, parent_key, slot=len(levels))
+        levels.append(_level(index, field, parent_key, remote, dialect))
     return tuple(levels)
 
 
@@ -87,7 +94,8 @@ def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dial
         on = [_on(secondary, s) == _on(child, c) for c, s in prop.secondary_synchronize_pairs or ()]
         source = child.join(secondary, and_(*on))
     children: tuple[Level, ...] = ()
-    build: Build
+    builder: Builder | None = None
+    convert = None
     if field.kind == "values":
         assert field.value_key is not None
         value = getattr(aliased(prop.mapper.class_, child), field.value_key)
@@ -95,60 +103,52 @@ def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dial
         if _user_defined(value.type) or isinstance(value.type, String):
             value = cast(value, Text)
         entries: list[Any] = [value]
-
-        def build_value(row: Any) -> Any:
-            return row[0] if convert is None else convert(row[0])
-
-        build = build_value
-
     else:
         assert field.child is not None
         relations: list[tuple[int, Field]] = []
-        entries, build, joins = columns(
+        entries, parts, joins = columns(
             field.child, child, aliases, dialect, nested=False, relations=relations
         )
         source = joins.apply(source)
-        children = plan(relations, child, entries, dialect)
+        children = plan(relations, child, entries, parts, dialect)
+        builder = build_of(field.child, parts)
     entries.append(link)
+    single = field.kind == "one"
+    at = len(entries) - 1
+    collect = (
+        value_collector(convert, at, single) if builder is None else builder.collect(at, single)
+    )
     keys = bindparam("_keys", type_=ARRAY(link.type))
     statement = select(*entries).select_from(source).where(link == any_(keys))
     if field.kind != "one":
         statement = statement.order_by(*_child_order(field, prop, child))
     sql = str(statement.compile(dialect=dialect))
-    return Level(index, field.kind, parent_key, sql, len(entries) - 1, build, children)
+    return Level(index, field.kind, parent_key, sql, at, collect, children)
 
 
 async def assemble(
-    connection: driver.Held, rows: list[Any], levels: tuple[Level, ...], build: Build
+    connection: driver.Held, rows: list[Any], levels: tuple[Level, ...], builder: Builder
 ) -> list[Any]:
-    """The objects of `rows`, their relationship fields read level by level."""
+    """The objects of `rows` (in place of the rows), their relationship fields read
+    level by level."""
     if not levels:
-        return list(map(build, rows))
+        return builder.fill(rows)
+    return builder.fill(rows, await _found(connection, rows, levels))
+
+
+async def _found(
+    connection: driver.Held, rows: list[Any], levels: tuple[Level, ...]
+) -> tuple[dict[Any, Any], ...]:
+    """For each level, its objects by the parent key they belong to."""
     found = []
     for level in levels:
         keys = list({row[level.parent_key] for row in rows} - {None})
-        found.append((level, await _read(connection, level, keys) if keys else {}))
-    objects = []
-    for row in rows:
-        values = list(row)
-        for level, by_key in found:
-            children = by_key.get(row[level.parent_key])
-            if level.kind == "one":
-                values[level.index] = children
-            else:
-                values[level.index] = () if children is None else tuple(children)
-        objects.append(build(values))
-    return objects
+        found.append(await _read(connection, level, keys) if keys else {})
+    return tuple(found)
 
 
 async def _read(connection: driver.Held, level: Level, keys: list[Any]) -> dict[Any, Any]:
     rows = await driver.fetch(connection, level.sql, [keys])
-    objects = await assemble(connection, rows, level.children, level.build)
-    by_key: dict[Any, Any] = {}
-    if level.kind == "one":
-        for row, built in zip(rows, objects, strict=True):
-            by_key[row[level.link]] = built
-        return by_key
-    for row, built in zip(rows, objects, strict=True):
-        by_key.setdefault(row[level.link], []).append(built)
-    return by_key
+    if not level.children:
+        return level.collect(rows)
+    return level.collect(rows, await _found(connection, rows, level.children))

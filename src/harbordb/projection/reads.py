@@ -22,9 +22,10 @@ from harbordb.pagination import (
     rows_after,
 )
 from harbordb.projection import driver
+from harbordb.projection.build import Builder
 from harbordb.projection.levels import Level, assemble, plan
 from harbordb.projection.shape import Node, resolve
-from harbordb.projection.sql import Aliases, Build, columns
+from harbordb.projection.sql import Aliases, build_of, columns
 
 T = TypeVar("T")
 
@@ -40,10 +41,11 @@ class Compiled:
     names: tuple[str, ...]  # bind parameter names, in positional order
     defaults: dict[str, Any]  # values bound in the statement itself (literals)
     processors: dict[str, Callable[[Any], Any]]  # bind processors where the type has one
-    build: Build
+    build: Builder
     keys: tuple[SortKey, ...] = ()  # page reads: the ordering
     key_columns: tuple[int, ...] = ()  # page reads: where each key's value is in the row
     levels: tuple[Level, ...] = ()  # per-level reads: one statement per relationship
+    fingerprint: str = ""  # page reads: the ordering's cursor fingerprint
 
     def arguments(self, params: dict[str, Any]) -> list[Any]:
         values = []
@@ -161,8 +163,7 @@ class Projection(Generic[T]):
         shape = ("page", tuple(order_by), after is not None, per_level)
         connection = await driver.held(source)
         compiled = self._compile(shape, connection.dialect)
-        keys = compiled.keys
-        fp = fingerprint(self.node.table.name, keys)
+        keys, fp = compiled.keys, compiled.fingerprint
         values = dict(params or {})
         values["_limit"] = _positive(limit) + 1  # one more row tells whether a next page exists
         if after is not None:
@@ -195,10 +196,11 @@ class Projection(Generic[T]):
         entity = aliased(node.model, root)
         per_level = bool(shape[-1])
         relations: list[Any] | None = [] if per_level else None
-        entries, build, joins = columns(
+        entries, parts, joins = columns(
             node, root, aliases, dialect, nested=False, relations=relations
         )
-        levels = plan(relations, root, entries, dialect) if relations else ()
+        levels = plan(relations, root, entries, parts, dialect) if relations else ()
+        build = build_of(node, parts)
         conditions = [condition(entity) for condition in self._filters]
         keys: list[SortKey] = []
         key_columns: list[int] = []
@@ -236,7 +238,15 @@ class Projection(Generic[T]):
             if processor is not None:
                 processors[name] = processor
         return Compiled(
-            sql, names, defaults, processors, build, tuple(keys), tuple(key_columns), levels
+            sql,
+            names,
+            defaults,
+            processors,
+            build,
+            tuple(keys),
+            tuple(key_columns),
+            levels,
+            fingerprint(node.table.name, keys) if keys else "",
         )
 
     def _sort_keys(self, entity: Any, order_by: Sequence[str]) -> list[SortKey]:

@@ -1,12 +1,13 @@
-"""The SQL of a projection, and the functions that build its objects from the rows.
+"""The SQL of a projection, and where each field's value lies in its rows.
 
 The whole tree reads as one statement: each relationship is a correlated
 subquery in the parent's select list, ``array_agg(ROW(...) ORDER BY ...)``
 for a collection, ``(SELECT ROW(...))`` for one object, ``array_agg(column)``
 for the values of a column. Path fields (``"variant.product.name"``) LEFT
 JOIN their many-to-one tables into the level that reads them. The driver
-decodes the records into tuples; the builders turn them into the declared
-objects, converting only what the driver cannot (enums, `TypeDecorator`s).
+decodes the records into tuples; `harbordb.projection.build` turns them into
+the declared objects, converting only what the driver cannot (enums,
+`TypeDecorator`s).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.sql.selectable import FromClause as Alias
 from sqlalchemy.types import Enum, String, TypeDecorator, TypeEngine
 
 from harbordb.errors import ConfigurationError
+from harbordb.projection.build import Builder, Part
 from harbordb.projection.shape import Field, Node
 
 
@@ -36,10 +38,6 @@ class Aliases:
     def __call__(self, table: Table) -> Alias:
         self.count += 1
         return table.alias(f"_h{self.count}")
-
-
-Build = Callable[[Any], Any]
-"""Turns one decoded row (a driver record or a tuple) into the node's object."""
 
 
 class Joins:
@@ -81,19 +79,18 @@ def columns(
     *,
     nested: bool,
     relations: list[tuple[int, Field]] | None = None,
-) -> tuple[list[Any], Build, Joins]:
-    """The select-list entries of `node` on `alias`, in field order; the function that
-    builds the node's object from the row they produce; the joins they need.
+) -> tuple[list[Any], list[Part], Joins]:
+    """The select-list entries of `node` on `alias`, in field order; where each field's
+    value comes from (`harbordb.projection.build.Part`); the joins they need.
 
     With `relations` (a list to fill), relationship fields are not nested: their
     entries are NULL placeholders, listed in `relations`, for the caller to read
-    with statements of their own and fill in before building."""
+    with statements of their own (`found` parts, set by the caller)."""
     entity = aliased(node.model, alias)
     joins = Joins(alias, aliases)
     out: list[Any] = []
-    converters: list[tuple[int, Callable[[Any], Any]]] = []
+    parts: list[Part] = []
     for index, field in enumerate(node.fields):
-        convert: Callable[[Any], Any] | None
         if field.kind == "column":
             if field.path:
                 expression = _on(joins.alias(field.path), field.column)
@@ -106,19 +103,21 @@ def columns(
                 # record: read its text and convert on the client.
                 expression = cast(expression, Text)
             out.append(expression)
-            convert = _converter(sql_type, dialect)
+            parts.append(Part("value", index, _converter(sql_type, dialect)))
         elif relations is not None:
             relations.append((index, field))
             out.append(null())
-            convert = None
+            parts.append(Part("found-one" if field.kind == "one" else "found-many", index))
         else:
-            entry, convert = _related_subquery(field, alias, aliases, dialect)
+            entry, part = _related_subquery(field, index, alias, aliases, dialect)
             out.append(entry)
-        if convert is not None:
-            converters.append((index, convert))
-    # Nested records hold exactly the fields; a top-level row may carry sort keys after them.
-    width = None if nested else len(node.fields)
-    return out, _builder(node.cls, width, converters), joins
+            parts.append(part)
+    return out, parts, joins
+
+
+def build_of(node: Node, parts: list[Part]) -> Builder:
+    """The builder of `node`'s objects from rows whose values `parts` locate."""
+    return Builder(node.cls, [field.name for field in node.fields], parts)
 
 
 def _user_defined(sql_type: TypeEngine[Any]) -> bool:
@@ -141,55 +140,32 @@ def _converter(sql_type: TypeEngine[Any] | None, dialect: Dialect) -> Callable[[
         processor: Callable[[Any], Any] | None = sql_type.result_processor(  # type: ignore[no-untyped-call]
             dialect, None
         )
-        return processor
+        if processor is None:
+            return None
+        # A dict lookup in C per value; anything unlisted goes to SQLAlchemy's processor
+        # (which raises its LookupError for a value that is not the enum's).
+        table = _Lookup(processor)
+        table.update({value: processor(value) for value in sql_type.enums})
+        table[None] = None
+        return table.__getitem__
     return None
 
 
-def _builder(
-    cls: type[Any], width: int | None, converters: list[tuple[int, Callable[[Any], Any]]]
-) -> Build:
-    """`cls` from a row's first `width` values (all of them when None), converted."""
-    if not converters:
-        if width is None:
-            return lambda row: cls(*row)
-        return lambda row: cls(*row[:width])
+class _Lookup(dict[Any, Any]):
+    """Stored enum values to the model's values; a miss asks `processor`."""
 
-    def build(row: Any) -> Any:
-        values = list(row) if width is None else list(row[:width])
-        for index, convert in converters:
-            values[index] = convert(values[index])
-        return cls(*values)
+    def __init__(self, processor: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.processor = processor
 
-    return build
-
-
-def _many(build: Build) -> Callable[[Any], Any]:
-    def convert(rows: Any) -> tuple[Any, ...]:
-        return () if rows is None else tuple(map(build, rows))
-
-    return convert
-
-
-def _one(build: Build) -> Callable[[Any], Any]:
-    def convert(row: Any) -> Any:
-        return None if row is None else build(row)
-
-    return convert
-
-
-def _values(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    def plain(values: Any) -> tuple[Any, ...]:
-        return () if values is None else tuple(values)
-
-    def converted(values: Any) -> tuple[Any, ...]:
-        return () if values is None else tuple(map(convert, values))  # type: ignore[arg-type]
-
-    return plain if convert is None else converted
+    def __missing__(self, value: Any) -> Any:
+        return self.processor(value)
 
 
 def _related_subquery(
-    field: Field, parent: Alias, aliases: Aliases, dialect: Dialect
-) -> tuple[Any, Callable[[Any], Any]]:
+    field: Field, index: int, parent: Alias, aliases: Aliases, dialect: Dialect
+) -> tuple[Any, Part]:
+    """The correlated subquery reading relationship `field` (at `index`) into one value."""
     prop = field.prop
     assert prop is not None
     target_table = prop.mapper.local_table
@@ -206,17 +182,18 @@ def _related_subquery(
             value = cast(value, Text)
         aggregate = func.array_agg(aggregate_order_by(value, *_child_order(field, prop, child)))
         query = select(aggregate).select_from(source).where(*conditions)
-        return query.scalar_subquery(), _values(_converter(value_type, dialect))
+        return query.scalar_subquery(), Part("values", index, _converter(value_type, dialect))
     assert field.child is not None
-    entries, build, joins = columns(field.child, child, aliases, dialect, nested=True)
+    entries, parts, joins = columns(field.child, child, aliases, dialect, nested=True)
+    build = build_of(field.child, parts)
     source = joins.apply(source)
     row = func.row(*entries)
     if field.kind == "one":
         query = select(row).select_from(source).where(*conditions)
-        return query.scalar_subquery(), _one(build)
+        return query.scalar_subquery(), Part("one", index, build)
     aggregate = func.array_agg(aggregate_order_by(row, *_child_order(field, prop, child)))
     query = select(aggregate).select_from(source).where(*conditions)
-    return query.scalar_subquery(), _many(build)
+    return query.scalar_subquery(), Part("many", index, build)
 
 
 def _join(

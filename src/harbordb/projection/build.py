@@ -1,0 +1,217 @@
+"""The functions that build a projection's objects from decoded rows, generated per class.
+
+A frozen dataclass's own ``__init__`` sets every field through
+``object.__setattr__`` (its ``__setattr__`` refuses): about three times the
+cost of a plain slot store. For a slotted frozen dataclass whose ``__init__``
+is the generated one (checked once, by building a probe both ways), the
+builders fill an instance of a twin class with the same slots (plain slot
+stores) and then give it the declared class: the same layout, so the object is
+exactly what ``cls(...)`` makes. Other classes (msgspec Structs, built in C;
+dataclasses with ``__post_init__``, a base class or no slots) are called with
+the values.
+
+Each class gets its loops generated once (`Builder`): the object built inline
+in the loop body (no call per object), every row released as soon as its
+object exists (objects take the rows' places in the driver's list), nested
+arrays turned into tuples of child objects in place, enum values looked up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import keyword
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+PartKind = Literal["value", "many", "one", "values", "found-many", "found-one"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Where one field's value comes from.
+
+    ``value``: ``row[index]``, through `call` when given (a converter).
+    ``many``: ``row[index]`` is a list of nested records, `call` the child's
+    `Builder`; ``one``: one nested record or None; ``values``: a list of values
+    (`call` converts each, when given). ``found-many`` / ``found-one``: read by
+    a statement of its own; the objects are in ``found[slot]``, a dict keyed by
+    the parent key ``row[index]``.
+    """
+
+    kind: PartKind
+    index: int
+    call: Any = None
+    slot: int = 0
+
+
+class Builder:
+    """The generated functions of one projection class over rows laid out as `parts`.
+
+    ``one(row, found)``: the object of one row. ``fill(rows, found)``: `rows`
+    with each row replaced by its object. ``many(rows)``: a tuple of the objects
+    of nested records (the list is reused). ``collect(rows, link, single, found)``:
+    the objects by ``row[link]``, in a list each (``single``: the object).
+    """
+
+    def __init__(self, cls: type[Any], names: Sequence[str], parts: Sequence[Part]) -> None:
+        self.cls = cls
+        self._scope: dict[str, Any] = {"_cls": cls, "_new": object.__new__}
+        self._construct = _construct(cls, names, parts, self._scope)
+        functions = _generate(
+            cls,
+            self._scope,
+            [
+                ("one", "r, found=()", [*self._construct, "return o"]),
+                ("fill", "rows, found=()", _loop(self._construct, "rows[i] = o", "return rows")),
+                (
+                    "many",
+                    "rows",
+                    [
+                        "if type(rows) is not list: rows = list(rows)",
+                        *_loop(self._construct, "rows[i] = o", "return tuple(rows)"),
+                    ],
+                ),
+            ],
+        )
+        self.one: Callable[..., Any] = functions["one"]
+        self.fill: Callable[..., list[Any]] = functions["fill"]
+        self.many: Callable[[Any], tuple[Any, ...]] = functions["many"]
+        self._collectors: dict[tuple[int, bool], Callable[..., dict[Any, Any]]] = {}
+
+    def collect(self, link: int, single: bool) -> Callable[..., dict[Any, Any]]:
+        """``collect(rows, found=())``: the objects of `rows` by ``row[link]``."""
+        found = self._collectors.get((link, single))
+        if found is None:
+            found = self._collectors[(link, single)] = collector(
+                self.cls, self._construct, self._scope, link, single
+            )
+        return found
+
+
+def collector(
+    cls: Any, construct: list[str], scope: dict[str, Any], link: int, single: bool
+) -> Callable[..., dict[Any, Any]]:
+    """A generated loop grouping the objects `construct` builds by ``r[link]``."""
+    if single:
+        keep = [f"by_key[r[{link}]] = o"]
+    else:
+        keep = [
+            f"k = r[{link}]",
+            "group = get(k)",
+            "if group is None: by_key[k] = [o]",
+            "else: group.append(o)",
+        ]
+    body = [
+        "by_key = {}",
+        "get = by_key.get",
+        "for i, r in enumerate(rows):",
+        "    rows[i] = None",
+        *(f"    {line}" for line in construct + keep),
+        "return by_key",
+    ]
+    function: Callable[..., dict[Any, Any]] = _generate(
+        cls, scope, [("collect", "rows, found=()", body)]
+    )["collect"]
+    return function
+
+
+def value_collector(
+    convert: Callable[[Any], Any] | None, link: int, single: bool
+) -> Callable[..., dict[Any, Any]]:
+    """`collector` for rows holding one value each (the values of a related column)."""
+    scope: dict[str, Any] = {"_c": convert}
+    construct = ["o = r[0]" if convert is None else "o = _c(r[0])"]
+    return collector("values", construct, scope, link, single)
+
+
+def _loop(construct: list[str], keep: str, done: str) -> list[str]:
+    return [
+        "for i, r in enumerate(rows):",
+        *(f"    {line}" for line in construct),
+        f"    {keep}",
+        done,
+    ]
+
+
+def _generate(
+    cls: Any, scope: dict[str, Any], functions: list[tuple[str, str, list[str]]]
+) -> dict[str, Any]:
+    source = "".join(
+        f"def {name}({arguments}):\n" + "".join(f"    {line}\n" for line in body)
+        for name, arguments, body in functions
+    )
+    label = getattr(cls, "__qualname__", str(cls))
+    namespace = dict(scope)
+    exec(compile(source, f"<harbordb projection builder of {label}>", "exec"), namespace)
+    return {name: namespace[name] for name, _, _ in functions}
+
+
+def _construct(
+    cls: type[Any], names: Sequence[str], parts: Sequence[Part], scope: dict[str, Any]
+) -> list[str]:
+    """Lines building ``o`` from row ``r`` (and ``found``)."""
+    values = [_expression(part, position, scope) for position, part in enumerate(parts)]
+    twin = _twin(cls, names)
+    if twin is None:
+        return [f"o = _cls({', '.join(values)})"]
+    scope["_twin"] = twin
+    stores = [f"o.{name} = {value}" for name, value in zip(names, values, strict=True)]
+    return ["o = _new(_twin)", *stores, "o.__class__ = _cls"]
+
+
+def _expression(part: Part, position: int, scope: dict[str, Any]) -> str:
+    read = f"r[{part.index}]"
+    call = f"_c{position}"
+    kind = part.kind
+    if kind == "found-one":
+        return f"found[{part.slot}].get({read})"
+    if kind == "found-many":
+        return f"(() if (t := found[{part.slot}].get({read})) is None else tuple(t))"
+    if part.call is None:
+        if kind == "value":
+            return read
+        assert kind == "values", kind
+        return f"(() if (t := {read}) is None else tuple(t))"
+    if kind in ("many", "one"):
+        child: Builder = part.call
+        scope[call] = child.many if kind == "many" else child.one
+        empty = "()" if kind == "many" else "None"
+        return f"({empty} if (t := {read}) is None else {call}(t))"
+    scope[call] = part.call
+    if kind == "value":
+        return f"{call}({read})"
+    return f"(() if (t := {read}) is None else tuple(map({call}, t)))"
+
+
+def _twin(cls: type[Any], names: Sequence[str]) -> type[Any] | None:
+    """A class with `cls`'s slots and a plain ``__setattr__``, when objects filled through
+    it and given class `cls` equal those of ``cls(*values)``; else None."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        return None
+    slots = cls.__dict__.get("__slots__")
+    if (
+        cls.__bases__ != (object,)
+        or not isinstance(slots, tuple)
+        or set(names) - set(slots)
+        or hasattr(cls, "__post_init__")
+        or any(not n.isidentifier() or keyword.iskeyword(n) or n.startswith("__") for n in names)
+        or list(inspect.signature(cls).parameters) != list(names)
+    ):
+        return None
+    twin = type(f"{cls.__name__}Builder", (object,), {"__slots__": slots})
+    probe_values = [object() for _ in names]
+    try:
+        expected = cls(*probe_values)
+        probe: Any = object.__new__(twin)
+        for name, value in zip(names, probe_values, strict=True):
+            setattr(probe, name, value)
+        probe.__class__ = cls
+    except Exception:
+        return None
+    same = all(
+        getattr(probe, name) is value and getattr(expected, name) is value
+        for name, value in zip(names, probe_values, strict=True)
+    )
+    return twin if same and type(probe) is cls else None
