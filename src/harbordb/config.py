@@ -33,6 +33,12 @@ class Settings:
     `Unavailable` after it); `connect_timeout` bounds opening a connection
     (the TCP or Unix socket connect and the login, through a pooler too). A
     unit of work's own ``timeout=`` bounds both, and its statements.
+
+    `named_statements` (off by default) prepares each statement once per
+    connection, under a name, and runs it in one round trip from then on
+    (`check_named_statements`). Behind ``pooler="external"`` it also needs
+    `pooler_prepared_statements`: the caller's word that the pooler tracks
+    protocol-level prepared statements.
     """
 
     database_url: str | None = None
@@ -57,9 +63,13 @@ class Settings:
     replica_max_lag: float = 5.0
     replica_wait: float = 0.5
     replica_retry_after: float = 1.0
+    # Named prepared statements, cached per connection (see `check_named_statements`).
+    named_statements: bool = False
+    pooler_prepared_statements: bool = False
 
     def __post_init__(self) -> None:
         check_pooler(self.pooler)
+        check_named_statements(self.named_statements, self.pooler, self.pooler_prepared_statements)
         for name in (
             "pool_size",
             "max_overflow",
@@ -83,7 +93,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read HARBORDB_DATABASE_URL (else DATABASE_URL), HARBORDB_POOLER, HARBORDB_NPLUSONE,
         HARBORDB_ROLES (``public=database_role,...``), HARBORDB_CLAIMS_SETTING and
-        HARBORDB_REPLICA_URLS (separated by commas or spaces)."""
+        HARBORDB_REPLICA_URLS (separated by commas or spaces), HARBORDB_NAMED_STATEMENTS and
+        HARBORDB_POOLER_PREPARED_STATEMENTS (1/true/yes/on or 0/false/no/off)."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {
             "database_url": env.get("HARBORDB_DATABASE_URL") or env.get("DATABASE_URL"),
@@ -92,6 +103,8 @@ class Settings:
             "roles": parse_roles(env.get("HARBORDB_ROLES") or ""),
             "claims_setting": env.get("HARBORDB_CLAIMS_SETTING") or "request.jwt.claims",
             "replica_urls": tuple(re.split(r"[\s,]+", env.get("HARBORDB_REPLICA_URLS", ""))),
+            "named_statements": parse_flag(env, "HARBORDB_NAMED_STATEMENTS"),
+            "pooler_prepared_statements": parse_flag(env, "HARBORDB_POOLER_PREPARED_STATEMENTS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -110,6 +123,40 @@ def check_pooler(value: object) -> Pooler:
     if value not in POOLERS:
         raise ConfigurationError(f"pooler must be one of {', '.join(POOLERS)}; got {value!r}")
     return value
+
+
+def check_named_statements(named: object, pooler: object, pooler_prepared: object) -> None:
+    """Named statements are opt-in, and refused behind a pooler not known to track them.
+
+    A transaction pooler that does not track protocol-level prepared statements
+    (PgBouncer before 1.21, or with ``max_prepared_statements = 0``) sends a
+    statement prepared on one server connection to another that never saw it.
+    """
+    flags = {"named_statements": named, "pooler_prepared_statements": pooler_prepared}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+    if named and pooler == "external" and not pooler_prepared:
+        raise ConfigurationError(
+            "named_statements=True behind pooler='external' needs a pooler that tracks "
+            "protocol-level prepared statements (PgBouncer 1.21+ with max_prepared_statements "
+            "above 0, or another pooler that does): PgBouncer 1.18, or max_prepared_statements = "
+            "0, runs a statement on a server connection that never prepared it. If yours does, "
+            "also set pooler_prepared_statements=True (HARBORDB_POOLER_PREPARED_STATEMENTS=1); "
+            "otherwise leave named_statements off"
+        )
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True,
+          "0": False, "false": False, "no": False, "off": False, "": False}  # fmt: skip
+
+
+def parse_flag(env: Mapping[str, str], name: str) -> bool:
+    """An on/off environment variable (unset or empty: off)."""
+    value = env.get(name, "").strip().lower()
+    if value not in _FLAGS:
+        raise ConfigurationError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
+    return _FLAGS[value]
 
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]*"

@@ -2,7 +2,10 @@
 
 Every engine harbordb builds is safe behind a transaction pooler: asyncpg's
 statement cache and SQLAlchemy's prepared-statement cache are both off, and no
-server setting that PgBouncer rejects at connect time is sent.
+server setting that PgBouncer rejects at connect time is sent. The one
+exception is opt-in: ``named_statements=True`` turns both caches on
+(`STATEMENT_CACHE_SIZE` named statements each per connection), refused behind
+a pooler not stated to track them (`harbordb.config.check_named_statements`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ T = TypeVar("T")
 UoWT = DefaultTypeVar("UoWT", bound=UnitOfWork, default=UnitOfWork)
 
 _SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg"}
+# Per connection, with named_statements=True: asyncpg's cache (the projections'
+# reads) and SQLAlchemy's (every ORM and Core statement). Both are needed: with
+# SQLAlchemy's alone the statements are unnamed (unsafe after a schema change,
+# ARCHITECTURE.md); with asyncpg's alone, SQLAlchemy prepares a new named
+# statement per call (three round trips).
+STATEMENT_CACHE_SIZE = 100
+
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 
 
@@ -100,14 +110,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "no database URL: pass one to Database() or set HARBORDB_DATABASE_URL (or DATABASE_URL)"
         )
     url = normalize_url(settings.database_url)
+    cache_size = STATEMENT_CACHE_SIZE if settings.named_statements else 0
+    if cache_size:
+        url = url.update_query_dict({"prepared_statement_cache_size": str(cache_size)})
     options: dict[str, Any] = {
         # Bound values (which may be secrets) stay out of error messages and logs.
         "hide_parameters": True,
         "connect_args": {
             # asyncpg's own statement cache: off (named prepared statements break
-            # behind a transaction pooler). Timeouts are set per transaction with
-            # SET LOCAL, never as startup parameters, which PgBouncer refuses.
-            "statement_cache_size": 0,
+            # behind a transaction pooler) unless named_statements. Timeouts are set
+            # per transaction with SET LOCAL, never as startup parameters, which
+            # PgBouncer refuses.
+            "statement_cache_size": cache_size,
             "server_settings": {"application_name": settings.application_name},
             # Bounds the connect and the login (asyncpg's default is 60 s).
             "timeout": settings.connect_timeout,
@@ -200,6 +214,9 @@ class Database(Generic[UoWT]):
       JSON claims from (default ``request.jwt.claims``).
     - `replicas`: read replicas' URLs: read-only units of work go to them, with
       read-your-writes tokens (`harbordb.replicas`; ``db.replicas``, None without).
+    - `named_statements`: named prepared statements, one round trip per repeated
+      statement (off by default; behind ``pooler="external"`` only with
+      ``pooler_prepared_statements=True``).
     - `pooler`, `application_name`, pool_*, replica_*: see `Settings`.
 
     Arguments win over the environment (`Settings.from_env`), read once here.
@@ -276,6 +293,8 @@ class Database(Generic[UoWT]):
             "replica_max_lag",
             "replica_wait",
             "replica_retry_after",
+            "named_statements",
+            "pooler_prepared_statements",
         }
         if unknown:
             raise ConfigurationError(f"unknown Database option(s): {', '.join(sorted(unknown))}")
@@ -406,4 +425,5 @@ class Database(Generic[UoWT]):
         await self.dispose()
 
     def __repr__(self) -> str:
-        return f"Database({safe_url(self.engine.url)!r}, pooler={self.settings.pooler!r})"
+        named = ", named_statements=True" if self.settings.named_statements else ""
+        return f"Database({safe_url(self.engine.url)!r}, pooler={self.settings.pooler!r}{named})"

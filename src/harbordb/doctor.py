@@ -13,7 +13,8 @@ Each check returns `Finding`s: ``ok``, ``warn`` (worth knowing) or
 - **cancellation** (direct connections): ``client_connection_check_interval``
   set, so that a statement whose client vanished stops (``warn`` when 0).
 - **statement cache**: harbordb turns off asyncpg's and SQLAlchemy's
-  prepared-statement caches whatever the URL says; reported for the record.
+  prepared-statement caches whatever the URL says, unless the service opted in
+  to named statements (``named_statements``); reported for the record.
 - **connections**: ``max_connections`` (less the reserved ones) against the
   configured pool times the number of service instances (direct connections).
 - **roles**: the database roles the configuration names exist, and the
@@ -33,7 +34,7 @@ from typing import Any, Literal
 import asyncpg
 
 from harbordb.config import Settings
-from harbordb.db import asyncpg_dsn, normalize_url
+from harbordb.db import STATEMENT_CACHE_SIZE, asyncpg_dsn, normalize_url
 
 Level = Literal["ok", "warn", "problem"]
 MIN_SERVER_VERSION = 14
@@ -195,6 +196,19 @@ async def _shares_backends(connection: Any, dsn: str) -> bool:
 
 
 def _statement_cache(settings: Settings, report: Report) -> None:
+    if settings.named_statements:
+        where = (
+            "behind a pooler stated to track prepared statements"
+            if settings.pooler == "external"
+            else "direct to PostgreSQL"
+        )
+        report.add(
+            "statement cache",
+            "ok",
+            f"named_statements: asyncpg and SQLAlchemy cache {STATEMENT_CACHE_SIZE} named "
+            f"prepared statements each per connection ({where})",
+        )
+        return
     url = normalize_url(settings.database_url or "")
     cache = url.query.get("prepared_statement_cache_size")
     report.add(

@@ -20,7 +20,8 @@
         │   ├── ForeignKeyViolation    23503, and 23001 (ON DELETE RESTRICT)
         │   └── CheckViolation         23514
         ├── PermissionDenied       42501 missing privilege or row-level security refusal
-        ├── Retryable              40001 serialization failure, 40P01 deadlock
+        ├── Retryable              40001 serialization failure, 40P01 deadlock, a named
+        │                          statement outdated by a schema change
         ├── Timeout                57014 statement timeout or cancel, 55P03 lock timeout
         └── Unavailable            08xxx, 53xxx, 57P0x, a lost or refused connection, no
                                    pooled connection free in time
@@ -49,6 +50,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from asyncpg.exceptions import InvalidCachedStatementError, OutdatedSchemaCacheError
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -140,7 +142,13 @@ class PermissionDenied(DatabaseError):
 
 
 class Retryable(DatabaseError):
-    """The transaction lost a race (40001 serialization failure, 40P01 deadlock); re-run it."""
+    """The transaction lost a race (40001 serialization failure, 40P01 deadlock); re-run it.
+
+    Also raised (SQLSTATE 0A000, or none) when a named prepared statement
+    (``named_statements=True``) was outdated by a schema change: the server
+    refused its changed result type, or asyncpg's cached type layout no longer
+    matched. The caches are dropped by then, so a re-run prepares afresh.
+    """
 
 
 class Timeout(DatabaseError):
@@ -192,6 +200,12 @@ _BY_PREFIX: tuple[tuple[str, type[DatabaseError]], ...] = (
     ("57P", Unavailable),  # operator intervention: shutdown, crash, cannot connect now
     ("23", IntegrityError),
 )
+
+# Driver exceptions (by class, as asyncpg tells them apart; the server sends the
+# generic 0A000 feature_not_supported) for a cached statement outdated by a schema
+# change: the transaction is lost, a re-run prepares afresh.
+OUTDATED_STATEMENT = (InvalidCachedStatementError, OutdatedSchemaCacheError)
+OUTDATED_STATEMENT_DESCRIPTION = "prepared statement outdated by a schema change, safe to retry"
 
 _DESCRIPTIONS: dict[type[DatabaseError], str] = {
     Conflict: "unique constraint violated",
@@ -287,6 +301,11 @@ def _translate(exc: BaseException) -> DatabaseError | None:
         return Unavailable(
             f"no pooled database connection free in time ({exc.args[0]})", waited=True
         )
+    outdated = next((link for link in _chain(exc) if isinstance(link, OUTDATED_STATEMENT)), None)
+    if outdated is not None:
+        code = getattr(outdated, "sqlstate", None)
+        where = f"SQLSTATE {code}" if code else type(outdated).__name__
+        return Retryable(f"{OUTDATED_STATEMENT_DESCRIPTION} ({where})", sqlstate=code)
     driver = _driver_error(exc)
     if driver is None:
         if _is_lost_connection(exc):

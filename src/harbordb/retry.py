@@ -28,7 +28,13 @@ from typing import TypeVar
 
 import anyio
 
-from harbordb.errors import ConfigurationError, DatabaseError, Retryable, Unavailable
+from harbordb.errors import (
+    OUTDATED_STATEMENT_DESCRIPTION,
+    ConfigurationError,
+    DatabaseError,
+    Retryable,
+    Unavailable,
+)
 from harbordb.uow import UnitOfWork
 
 T = TypeVar("T")
@@ -96,6 +102,8 @@ async def run_with_retries(
 
 
 def _reason(error: DatabaseError) -> str:
+    if str(error).startswith(OUTDATED_STATEMENT_DESCRIPTION):
+        return "prepared statement outdated by a schema change"
     if isinstance(error, Retryable):
         return "transaction conflict"
     return "database unavailable before the work started"

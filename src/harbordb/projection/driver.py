@@ -9,6 +9,16 @@ cache off (harbordb's setting), ``fetch`` prepares an unnamed statement per
 call, so the row description is always current, even after a migration
 changed a column under a live connection.
 
+With ``named_statements=True`` asyncpg's statement cache is on, and ``fetch``
+runs a named statement prepared once per connection, in one round trip. The
+server refuses one whose result type a schema change altered; asyncpg then
+drops that connection's cache, and this module marks the engine's caches
+stale the way SQLAlchemy does for its own statements (the dialect's
+``_invalidate_schema_cache``), so that every other connection of the engine
+drops its asyncpg caches before its next read (the adapter's
+``_check_type_cache_invalidation``) instead of failing once each. The error
+surfaces as `Retryable`, which `Database.run` re-runs.
+
 SQLAlchemy's asyncpg adapter begins its transaction lazily, with the first
 statement it runs. A read sent past it begins it the same way, with the unit
 of work's isolation level, read-only and deferrable flags, except in one
@@ -23,7 +33,8 @@ connect, ``dialect.default_isolation_level``.)
 Finding the session's connection reads ``SessionTransaction._connections``
 (`SESSION_TRANSACTION_MEMBER`). It also uses non-public members of the adapter (``_execute_mutex``,
 ``_transaction``, ``_start_transaction``, ``isolation_level``, ``readonly``,
-``deferrable``: `ADAPTER_MEMBERS`), present in
+``deferrable``, ``_invalidate_schema_cache_asof``, ``_check_type_cache_invalidation``:
+`ADAPTER_MEMBERS`) and of the dialect (`DIALECT_MEMBERS`), present in
 SQLAlchemy 2.1 (pinned ``<2.2``); ``tests/integration/test_projection.py``
 fails loudly if they change. Statements are reported to harbordb's statement
 counters and observers (`harbordb.querycount.direct_statement`), which
@@ -35,11 +46,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from asyncpg.exceptions import InternalServerError
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from harbordb.errors import ConfigurationError, HarborError, translate, translating
+from harbordb.errors import (
+    OUTDATED_STATEMENT,
+    ConfigurationError,
+    HarborError,
+    translate,
+    translating,
+)
 from harbordb.querycount import direct_statement, has_direct_observers, report_statement
 
 # SQLAlchemy's `SessionTransaction._connections` (bind -> (connection, ...)): read to
@@ -53,7 +71,11 @@ ADAPTER_MEMBERS = (
     "isolation_level",
     "readonly",
     "deferrable",
+    "_invalidate_schema_cache_asof",
+    "_check_type_cache_invalidation",
 )
+# The asyncpg dialect's cross-connection invalidation of cached statements and types.
+DIALECT_MEMBERS = ("_invalidate_schema_cache", "_invalidate_schema_cache_asof")
 
 
 def session_of(source: Any) -> AsyncSession:
@@ -152,10 +174,20 @@ async def fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
 
 async def _fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
     adapter = connection.adapter
+    dialect = connection.dialect
     async with adapter._execute_mutex:
-        if adapter._transaction is None and _needs_begin(adapter, connection.dialect):
+        stale_after = dialect._invalidate_schema_cache_asof
+        if stale_after > adapter._invalidate_schema_cache_asof:
+            await adapter._check_type_cache_invalidation(stale_after)  # drops asyncpg's caches
+        if adapter._transaction is None and _needs_begin(adapter, dialect):
             await adapter._start_transaction()
-        rows: list[Any] = await connection.driver.fetch(sql, *args)
+        try:
+            rows: list[Any] = await connection.driver.fetch(sql, *args)
+        except (*OUTDATED_STATEMENT, InternalServerError):
+            # As SQLAlchemy does for its own statements (XX000: "cache lookup failed
+            # for type"): every connection of the engine drops its caches.
+            dialect._invalidate_schema_cache()
+            raise
     return rows
 
 
