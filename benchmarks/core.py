@@ -30,6 +30,7 @@ class Variant:
     # Statements no counter sees, added to the count: asyncpg sends COPY outside
     # both its query logger and SQLAlchemy's cursor.
     hidden_statements: int = 0
+    raw: Any | None = None  # whose asyncpg query logger to count, when not the lab's
 
 
 @dataclass
@@ -79,6 +80,9 @@ VARIANT_LABELS = {
     "projection-struct": "harbordb.Projection of msgspec Structs, one statement (W4)",
     "asyncpg-in-cols": "raw asyncpg, same shape as asyncpg-in, only the projection's columns",
     "asyncpg-one": "raw asyncpg, one statement with nested array_agg(ROW(...)) (W2, W3)",
+    "repository-named": "harbordb repository method, named_statements=True (W1, W2, W3)",
+    "projection-named": "harbordb.Projection, named_statements=True (W2, W3)",
+    "asyncpg-in-named": "raw asyncpg, same shape as asyncpg-in, its statement cache on (100)",
     "core-in": "Core select, manual IN per relationship",
     "asyncpg-in": "raw asyncpg, same shape (= ANY($1) per relationship)",
     "asyncpg-json": "raw asyncpg, one query with json_agg (the floor)",

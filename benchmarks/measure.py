@@ -112,7 +112,8 @@ async def _instrumented(variant: Variant, lab: Lab) -> Measurement:
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
-        async with count_statements(database, lab.raw, tortoise=lab.tortoise) as statements:
+        raw = lab.raw if variant.raw is None else variant.raw
+        async with count_statements(database, raw, tortoise=lab.tortoise) as statements:
             with count_round_trips() as trips:
                 rows = await _operations(variant)
         peak = tracemalloc.get_traced_memory()[1] - baseline

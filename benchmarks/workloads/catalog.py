@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
-from benchmarks import peer
+from benchmarks import named, peer
 from benchmarks.core import Case, Lab, Op, Variant, Workload
 from harbor_commerce.models import Product, Tag, product_tags
 from harbor_commerce.models import Variant as VariantModel
@@ -132,7 +132,9 @@ async def _w1_cases(lab: Lab) -> list[Case]:
         Variant("asyncpg-in", w1_asyncpg_in(lab)),
         Variant("asyncpg-json", w1_asyncpg_json(lab)),
     ]
-    return [Case(f"product {lab.dataset.product_id}", {}, variants)]
+    case = Case(f"product {lab.dataset.product_id}", {}, variants)
+    await named.add_variants(lab, case, {"repository": w1_repository, "asyncpg-in": w1_asyncpg_in})
+    return [case]
 
 
 W1 = Workload(
@@ -367,6 +369,11 @@ async def _w2_cases(lab: Lab) -> list[Case]:
         Variant("asyncpg-json", w2_asyncpg_json(lab)),
     ]
     case = Case(f"page of {lab.sizes.page_size}", {"page_size": lab.sizes.page_size}, variants)
+    await named.add_variants(
+        lab,
+        case,
+        {"repository": w2_repository, "projection": w2_projection, "asyncpg-in": w2_asyncpg_in},
+    )
     if lab.tortoise:
         case.variants.append(Variant("tortoise", peer.catalog_page(lab.sizes.page_size)))
     else:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
-from benchmarks import peer
+from benchmarks import named, peer
 from benchmarks.core import Case, Lab, Op, Variant, Workload
 from harbor_commerce.models import Customer, Order, OrderItem, Product
 from harbor_commerce.models import Variant as VariantModel
@@ -268,6 +268,9 @@ async def _cases(lab: Lab) -> list[Case]:
         Variant("asyncpg-json", asyncpg_json(lab)),
     ]
     case = Case(f"customer {lab.dataset.customer_id}", {}, variants)
+    await named.add_variants(
+        lab, case, {"repository": repository, "projection": projection, "asyncpg-in": asyncpg_in}
+    )
     if lab.tortoise:
         case.variants.append(Variant("tortoise", peer.customer_graph(lab.dataset.customer_id)))
     else:

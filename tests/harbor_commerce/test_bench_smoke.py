@@ -160,6 +160,23 @@ def test_the_read_model_path_is_measured_and_judged_next_to_the_orm(
         assert goal["status"] in {"met", "not met"}, goal
 
 
+def test_named_statement_variants_save_a_round_trip_per_statement(
+    quick_run: dict[str, Any],
+) -> None:
+    """`*-named` (named_statements=True, asyncpg's cache on): the same statements as
+    their twins, each run in one round trip instead of two once prepared (warm-up)."""
+    twins = {"W1": ("repository", "asyncpg-in"), "W2": ("repository", "projection", "asyncpg-in"),
+             "W3": ("repository", "projection", "asyncpg-in")}  # fmt: skip
+    for key, variants in twins.items():
+        case = quick_run["workloads"][key]["cases"][0]
+        by_variant = {record["variant"]: record for record in case["variants"]}
+        for variant in variants:
+            default, named = by_variant[variant], by_variant[f"{variant}-named"]
+            statements = default["statements_per_op"]
+            assert named["statements_per_op"] == statements, (key, variant)
+            assert named["round_trips_per_op"] == default["round_trips_per_op"] - statements
+
+
 def test_bad_flags_fail_clearly() -> None:
     done = _bench("--only", "W9")
     assert done.returncode == 2
