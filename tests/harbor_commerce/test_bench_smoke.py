@@ -165,6 +165,8 @@ def test_named_statement_variants_save_a_round_trip_per_statement(
 ) -> None:
     """`*-named` (named_statements=True, asyncpg's cache on): the same statements as
     their twins, each run in one round trip instead of two once prepared (warm-up)."""
+    assert any(record["variant"] == "projection-named" for record in  # measured, not skipped
+               quick_run["workloads"]["W2"]["cases"][0]["variants"])  # fmt: skip
     twins = {"W1": ("repository", "asyncpg-in"), "W2": ("repository", "projection", "asyncpg-in"),
              "W3": ("repository", "projection", "asyncpg-in")}  # fmt: skip
     for key, variants in twins.items():
@@ -174,7 +176,12 @@ def test_named_statement_variants_save_a_round_trip_per_statement(
             default, named = by_variant[variant], by_variant[f"{variant}-named"]
             statements = default["statements_per_op"]
             assert named["statements_per_op"] == statements, (key, variant)
-            assert named["round_trips_per_op"] == default["round_trips_per_op"] - statements
+            saved = default["round_trips_per_op"] - named["round_trips_per_op"]
+            # One round trip saved per statement. `repository-named` is the first of the
+            # case to use the named `Database`: its connection may have idled past
+            # pool_ping_after since the warm-up, and then checkout pings (one more).
+            allowed = (statements, statements - 1) if variant == "repository" else (statements,)
+            assert saved in allowed, (key, variant, saved)
 
 
 def test_bad_flags_fail_clearly() -> None:
