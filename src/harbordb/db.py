@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import fields
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, Unpack, overload
 
@@ -199,6 +200,17 @@ class _Ping:
             raise DisconnectionError("pooled connection failed its ping") from exc
 
 
+# The `Settings` fields `Database` takes as keyword options: all but those it
+# takes as named arguments (url, pooler, roles, claims_setting, replicas).
+_KEYWORD_SETTINGS = {field.name for field in fields(Settings)} - {
+    "database_url",
+    "pooler",
+    "roles",
+    "claims_setting",
+    "replica_urls",
+}
+
+
 class Database(Generic[UoWT]):
     """Owns one engine and its session factory; use as an async context manager.
 
@@ -217,7 +229,8 @@ class Database(Generic[UoWT]):
     - `named_statements`: named prepared statements, one round trip per repeated
       statement (off by default; behind ``pooler="external"`` only with
       ``pooler_prepared_statements=True``).
-    - `pooler`, `application_name`, pool_*, replica_*: see `Settings`.
+    - `pooler`, and any other `Settings` field as a keyword (`application_name`,
+      pool_*, replica_*, `nplusone`, `named_statements` ...): see `Settings`.
 
     Arguments win over the environment (`Settings.from_env`), read once here.
     """
@@ -282,20 +295,7 @@ class Database(Generic[UoWT]):
             "replica_urls": None if replicas is None else tuple(replicas),
             **pool_options,
         }
-        unknown = set(pool_options) - {
-            "application_name",
-            "pool_size",
-            "max_overflow",
-            "pool_recycle",
-            "pool_timeout",
-            "pool_ping_after",
-            "connect_timeout",
-            "replica_max_lag",
-            "replica_wait",
-            "replica_retry_after",
-            "named_statements",
-            "pooler_prepared_statements",
-        }
+        unknown = set(pool_options) - _KEYWORD_SETTINGS
         if unknown:
             raise ConfigurationError(f"unknown Database option(s): {', '.join(sorted(unknown))}")
         self.settings = Settings(

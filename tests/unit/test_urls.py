@@ -99,3 +99,14 @@ async def test_pool_follows_the_pooler(pooler: str, pool_class: str) -> None:
         assert type(db.engine.pool).__name__ == pool_class
         if pooler == "none":
             assert db.engine.pool.size() == 3  # type: ignore[attr-defined]
+
+
+def test_every_settings_field_is_a_database_option() -> None:
+    """Keyword options are `Settings` fields: none is forgotten when a field is added."""
+    db = Database(
+        "postgresql://app@db/harbor", nplusone="raise", pool_ping_after=0.5, application_name="x"
+    )
+    assert (db.settings.nplusone, db.settings.pool_ping_after) == ("raise", 0.5)
+    assert db.settings.application_name == "x"
+    with pytest.raises(ConfigurationError, match="database_url"):
+        Database("postgresql://app@db/harbor", database_url="postgresql://app@db/other")
