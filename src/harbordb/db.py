@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.util import await_
 from typing_extensions import TypeVar as DefaultTypeVar
 
-from harbordb import guards
+from harbordb import guards, statements
 from harbordb.config import Pooler, Settings, check_pooler
 from harbordb.errors import ConfigurationError
 from harbordb.nplusone import NPlusOneMode
@@ -129,16 +129,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
         },
     }
     if settings.pooler == "external":
-        return _engine_behind_pooler(url, options)
-    engine = create_async_engine(
-        url,
-        pool_size=settings.pool_size,
-        max_overflow=settings.max_overflow,
-        pool_recycle=settings.pool_recycle,
-        pool_timeout=settings.pool_timeout,
-        **options,
-    )
-    _listen_for_pings(engine, settings)
+        engine = _engine_behind_pooler(url, options)
+    else:
+        engine = create_async_engine(
+            url,
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_recycle=settings.pool_recycle,
+            pool_timeout=settings.pool_timeout,
+            **options,
+        )
+        _listen_for_pings(engine, settings)
+    if cache_size:
+        statements.watch(engine.sync_engine)
     return engine
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from harbordb import ConfigurationError, Database, DatabaseError, Projection, Retryable, UnitOfWork
+from harbordb.projection import driver
 from harbordb.projection.driver import DIALECT_MEMBERS
 from harbordb.testing.cluster import PgBouncer
 
@@ -141,6 +142,47 @@ async def test_live_schema_changes_never_return_wrong_values(named: Database) ->
     with pytest.raises(DatabaseError) as raised:
         await named.run(_reads)
     assert raised.value.sqlstate == "42703"  # undefined column: clear, not retried forever
+
+
+BY_KEY = f"SELECT v FROM {SCHEMA}.keyed WHERE id = $1"
+BIG = 3_000_000_000  # above int4
+
+
+@pytest.mark.parametrize("path", ["sqlalchemy", "driver"])
+async def test_a_key_widened_to_bigint_is_read_after_one_failure(
+    named: Database, path: str
+) -> None:
+    """A named statement keeps its parameter types: after integer -> bigint, one prepared
+    with an int4 key cannot encode a key above 2**31. The failure marks the caches
+    stale (`harbordb.statements`): that call fails with a DatabaseError, and the next
+    read on every connection prepares afresh and finds the row. Textual statements,
+    through SQLAlchemy and through the projections' driver path: ORM statements and
+    projections cast a key to the model's declared type (``$1::INTEGER``), named
+    statements or not, until the model says BigInteger."""
+
+    async def read(key: int) -> Callable[[UnitOfWork], Awaitable[int | None]]:
+        async def on(uow: UnitOfWork) -> int | None:
+            if path == "sqlalchemy":
+                return await uow.session.scalar(text(BY_KEY.replace("$1", ":key")), {"key": key})
+            rows = await driver.fetch(await driver.held(uow), BY_KEY, [key])
+            return int(rows[0][0]) if rows else None
+
+        return on
+
+    table = f"{SCHEMA}.keyed"
+    async with named.engine.begin() as connection:
+        await connection.execute(text(f"CREATE TABLE {table} (id integer PRIMARY KEY, v int)"))
+        await connection.execute(text(f"INSERT INTO {table} VALUES (1, 42)"))
+    for _ in range(2):  # prepared, then run from the caches
+        assert await _on_every_connection(named, await read(1)) == [42] * CONNECTIONS
+    async with named.engine.begin() as connection:
+        await connection.execute(text(f"ALTER TABLE {table} ALTER COLUMN id TYPE bigint"))
+        await connection.execute(text(f"INSERT INTO {table} VALUES ({BIG}, 43)"))
+    first = await _on_every_connection(named, await read(BIG))
+    assert all(r == 43 or isinstance(r, DatabaseError) for r in first), first
+    assert any(isinstance(r, DatabaseError) for r in first)  # the stale statements were hit
+    assert await _on_every_connection(named, await read(BIG)) == [43] * CONNECTIONS
+    assert await _on_every_connection(named, await read(1)) == [42] * CONNECTIONS
 
 
 async def test_a_repeated_statement_costs_one_round_trip(

@@ -88,3 +88,20 @@ async def test_an_argument_wins_over_the_environment() -> None:
     env = {"HARBORDB_NAMED_STATEMENTS": "1"}
     async with Database(URL, named_statements=False, environ=env) as db:
         assert db.settings.named_statements is False
+
+
+def test_stale_parameter_errors_are_told_by_class() -> None:
+    """`harbordb.statements`: asyncpg's own DataError (an argument it could not encode),
+    42883 and 42804 mark the caches stale; the server's 22xxx subclasses do not."""
+    from asyncpg import exceptions
+
+    from harbordb.statements import stale_parameters
+
+    wrapped = RuntimeError("adapter")
+    wrapped.__cause__ = exceptions.DataError("invalid input for query argument $1")
+    assert stale_parameters(wrapped)
+    assert stale_parameters(exceptions.UndefinedFunctionError())
+    assert stale_parameters(exceptions.DatatypeMismatchError())
+    assert not stale_parameters(exceptions.InvalidTextRepresentationError())  # 22P02
+    assert not stale_parameters(exceptions.DivisionByZeroError())
+    assert not stale_parameters(ValueError())

@@ -17,7 +17,8 @@ stale the way SQLAlchemy does for its own statements (the dialect's
 ``_invalidate_schema_cache``), so that every other connection of the engine
 drops its asyncpg caches before its next read (the adapter's
 ``_check_type_cache_invalidation``) instead of failing once each. The error
-surfaces as `Retryable`, which `Database.run` re-runs.
+surfaces as `Retryable`, which `Database.run` re-runs. Errors that stale
+parameter types cause mark the caches stale too (`harbordb.statements`).
 
 SQLAlchemy's asyncpg adapter begins its transaction lazily, with the first
 statement it runs. A read sent past it begins it the same way, with the unit
@@ -51,6 +52,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from harbordb import statements
 from harbordb.errors import (
     OUTDATED_STATEMENT,
     ConfigurationError,
@@ -187,6 +189,10 @@ async def _fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
             # As SQLAlchemy does for its own statements (XX000: "cache lookup failed
             # for type"): every connection of the engine drops its caches.
             dialect._invalidate_schema_cache()
+            raise
+        except Exception as exc:
+            if statements.named(connection.connection.engine):
+                statements.after_error(dialect, exc)  # stale parameter types, maybe
             raise
     return rows
 
