@@ -5,7 +5,8 @@ here with those options (session fixtures are cached per definition, so overridi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,15 @@ from tests.library.repositories import DATABASE_OPTIONS, LibraryWork
 
 from harbordb import Database
 from harbordb.testing.cluster import PgBouncer
+from harbordb.testing.plugin import server_dir
+
+
+@pytest.fixture
+def server_tmp() -> Iterator[Path]:
+    """A test's directory for servers it starts, outside pytest's temporary tree,
+    which a nested pytest session closes to other users (`server_dir`)."""
+    with server_dir("test") as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

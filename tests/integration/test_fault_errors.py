@@ -140,12 +140,12 @@ async def test_a_stopped_server_gives_only_unavailable(private_cluster: Postgres
 
 @pytest.mark.pgbouncer
 async def test_a_killed_pgbouncer_gives_only_unavailable(
-    private_cluster: PostgresCluster, tmp_path: Path
+    private_cluster: PostgresCluster, server_tmp: Path
 ) -> None:
     bouncer = await anyio.to_thread.run_sync(
         partial(start_pgbouncer, pool_size=len(OPERATIONS) + 2),  # a transaction each
         private_cluster,
-        tmp_path / "pgb",
+        server_tmp / "pgb",
     )
     try:
         async with library_database(bouncer.url, pooler="external") as db:
@@ -229,16 +229,16 @@ async def _enter_with_timeout(db: Database[LibraryWork], seconds: float) -> None
 
 @pytest.mark.pgbouncer
 async def test_a_pgbouncer_killed_and_restarted_serves_again(
-    private_cluster: PostgresCluster, tmp_path: Path
+    private_cluster: PostgresCluster, server_tmp: Path
 ) -> None:
-    first = await anyio.to_thread.run_sync(start_pgbouncer, private_cluster, tmp_path / "pgb1")
+    first = await anyio.to_thread.run_sync(start_pgbouncer, private_cluster, server_tmp / "pgb1")
     async with library_database(first.url, pooler="external") as db:
         try:
             await _enter_with_timeout(db, 10)
             await anyio.to_thread.run_sync(first.stop)
             _assert_unavailable({"down": await _outcome(lambda: _enter_with_timeout(db, 10))})
             again = await anyio.to_thread.run_sync(
-                partial(start_pgbouncer, port=first.port), private_cluster, tmp_path / "pgb2"
+                partial(start_pgbouncer, port=first.port), private_cluster, server_tmp / "pgb2"
             )
         finally:
             await anyio.to_thread.run_sync(first.stop)

@@ -26,8 +26,8 @@ WRITERS = 20
 
 
 @pytest.fixture
-async def restartable(tmp_path: Path) -> AsyncIterator[PostgresCluster]:
-    cluster = await anyio.to_thread.run_sync(start_postgres, tmp_path / "pg")
+async def restartable(server_tmp: Path) -> AsyncIterator[PostgresCluster]:
+    cluster = await anyio.to_thread.run_sync(start_postgres, server_tmp / "pg")
     try:
         async with Database(cluster.url) as db, db.unit_of_work() as uow:
             await uow.session.execute(text(CREATE))
@@ -77,12 +77,12 @@ async def _write(uow: UnitOfWork, *, key: str) -> None:
 
 @pytest.mark.parametrize("via", ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
 async def test_a_restart_under_write_load_loses_no_acknowledged_write(
-    restartable: PostgresCluster, tmp_path: Path, via: str
+    restartable: PostgresCluster, server_tmp: Path, via: str
 ) -> None:
     bouncer = None
     if via == "pgbouncer":
         bouncer = await anyio.to_thread.run_sync(
-            partial(start_pgbouncer, pool_size=10), restartable, tmp_path / "pgb"
+            partial(start_pgbouncer, pool_size=10), restartable, server_tmp / "pgb"
         )
         db: Database = Database(bouncer.url, pooler="external")
     else:
