@@ -29,7 +29,6 @@ from typing import TypeVar
 import anyio
 
 from harbordb.errors import (
-    OUTDATED_STATEMENT_DESCRIPTION,
     ConfigurationError,
     DatabaseError,
     Retryable,
@@ -101,9 +100,12 @@ async def run_with_retries(
             ATTEMPT.reset(attempt_token)
 
 
+_CONFLICTS = {"40001", "40P01"}  # serialization failure, deadlock
+
+
 def _reason(error: DatabaseError) -> str:
-    if str(error).startswith(OUTDATED_STATEMENT_DESCRIPTION):
-        return "prepared statement outdated by a schema change"
     if isinstance(error, Retryable):
-        return "transaction conflict"
+        if error.sqlstate in _CONFLICTS:
+            return "transaction conflict"
+        return "prepared statement outdated by a schema change"
     return "database unavailable before the work started"
