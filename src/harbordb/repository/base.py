@@ -41,7 +41,13 @@ from harbordb.repository.ordering import (
     order_clauses,
     parse_ordering,
 )
-from harbordb.repository.plans import PLAN_OPTION, CompiledPlan, LoadPlan, compile_plan
+from harbordb.repository.plans import (
+    PLAN_OPTION,
+    ROOT_OPTION,
+    CompiledPlan,
+    LoadPlan,
+    compile_plan,
+)
 
 ModelT = TypeVar("ModelT")
 
@@ -249,7 +255,7 @@ def loaded_select(mapper: Mapper[Any], plan: CompiledPlan) -> Select[Any]:
     """``select(model)`` carrying `plan`, built once per model and plan and shared:
     SQLAlchemy's statements are immutable, and a reused one keeps its cache key."""
     model = mapper.class_
-    stmt = select(model).options(*plan.options)
+    stmt = select(model).options(*plan.options).execution_options(**{ROOT_OPTION: (mapper, plan)})
     if plan.loads:
         stmt = stmt.execution_options(**{PLAN_OPTION: (model, plan.loads)})
     return stmt

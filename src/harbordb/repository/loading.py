@@ -14,19 +14,34 @@ the session already holds.
 Against `selectinload`, the statement is built once per plan (no expanding
 IN rendered per call), holds any number of parents (one array parameter, no
 batches of 500), and the loader does less bookkeeping per object.
+
+Where a level qualifies (`harbordb.repository.direct`), its statement runs on
+the driver instead, and its objects are built from the rows into the same
+identity map; the counters and observers see it as a direct statement.
+`get_direct` (`get` without locks) and `window_direct` (`fetch_window` of a
+query run before) read the root level that way too, so the whole plan skips
+SQLAlchemy's execution layer. Each returns `NOT_DIRECT`, having sent
+nothing, when the read must go through SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Select, event
 from sqlalchemy.engine import Result
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
-from harbordb.repository.plans import KEYS, PLAN_OPTION, CollectionLoad
+from harbordb.repository import direct
+from harbordb.repository.plans import (
+    KEYS,
+    PLAN_OPTION,
+    ROOT_OPTION,
+    CollectionLoad,
+    CompiledPlan,
+)
 
 
 def load_collections(
@@ -35,8 +50,13 @@ def load_collections(
     loads: Sequence[CollectionLoad],
     *,
     overwrite: bool = False,
+    hydrator: direct.Hydrator | None = None,
 ) -> None:
-    """Load `loads` for `objects` on `session`: one statement per collection."""
+    """Load `loads` for `objects` on `session`: one statement per collection.
+
+    A collection whose level qualifies (`harbordb.repository.direct`) runs on the
+    driver and its objects are built from the rows; any other through the session.
+    """
     objects = list(objects)
     for load in loads:
         owners = objects
@@ -45,24 +65,88 @@ def load_collections(
         if not owners:
             continue
         keys = [getattr(o, load.parent_key) for o in owners]
-        options = {"populate_existing": True} if overwrite else {}
-        result = session.execute(
-            load.statement, {KEYS: list(dict.fromkeys(keys))}, execution_options=options
-        )
+        values = {KEYS: list(dict.fromkeys(keys))}
         groups: dict[Any, list[Any]] = {}
-        if load.child_key is None:
-            for child, link in result:
-                groups.setdefault(link, []).append(child)
+        held = direct.held_connection(session, load.relationship.mapper)
+        statement = None if held is None else direct.collection_statement(load, held.dialect)
+        if (
+            held is not None
+            and statement is not None
+            and direct.usable(session, statement, overwrite)
+        ):
+            if hydrator is None:
+                hydrator = direct.Hydrator(session, overwrite)
+            build, entity, link = hydrator.build, statement.entity, statement.link
+            for row in direct.run(session, held, statement, values):
+                groups.setdefault(row[link], []).append(build(entity, row))
         else:
-            child_key = load.child_key
-            for child in result.scalars():
-                groups.setdefault(getattr(child, child_key), []).append(child)
+            options = {"populate_existing": True} if overwrite else {}
+            result = session.execute(load.statement, values, execution_options=options)
+            if load.child_key is None:
+                for child, link in result:
+                    groups.setdefault(link, []).append(child)
+            else:
+                child_key = load.child_key
+                for child in result.scalars():
+                    groups.setdefault(getattr(child, child_key), []).append(child)
         for owner, key in zip(owners, keys, strict=True):
             if overwrite or load.key not in instance_dict(owner):
                 set_committed_value(owner, load.key, groups.get(key) or [])
         if load.loads:
             children = _unique(child for group in groups.values() for child in group)
-            load_collections(session, children, load.loads, overwrite=overwrite)
+            load_collections(session, children, load.loads, overwrite=overwrite, hydrator=hydrator)
+
+
+NOT_DIRECT: Any = object()
+"""What `get_direct` returns when the plan's root level is not direct."""
+
+
+def get_direct(
+    session: Session, mapper: Mapper[Any], plan: CompiledPlan, params: Mapping[str, Any]
+) -> Any:
+    """The object with these primary key parameters (or None), its plan loaded, read on
+    the driver; `NOT_DIRECT` when the root level does not qualify (nothing was sent)."""
+    held = direct.held_connection(session, mapper)
+    statement = None if held is None else direct.root_statement(plan, mapper, held.dialect)
+    if held is None or statement is None or not direct.usable(session, statement, False):
+        return NOT_DIRECT
+    session._autoflush()
+    hydrator = direct.Hydrator(session, False)
+    found = [
+        hydrator.build(statement.entity, row)
+        for row in direct.run(session, held, statement, params)
+    ]
+    if found and plan.loads:
+        load_collections(session, found, plan.loads, hydrator=hydrator)
+    return found[0] if found else None
+
+
+def window_direct(session: Session, query: Select[Any], values: Mapping[str, Any]) -> Any:
+    """A `windowed` query's objects and whether a row follows, its plan loaded, read on
+    the driver; `NOT_DIRECT` when it does not qualify (nothing was sent)."""
+    root = query.get_execution_options().get(ROOT_OPTION)
+    if root is None:
+        return NOT_DIRECT
+    mapper, plan = root
+    held = direct.held_connection(session, mapper)
+    statement = None if held is None else direct.window_statement(query, mapper, plan, held.dialect)
+    if held is None or statement is None:
+        return NOT_DIRECT
+    overwrite = bool(query.get_execution_options().get("populate_existing"))
+    if not direct.usable(session, statement, overwrite):
+        return NOT_DIRECT
+    session._autoflush()
+    rows = direct.run(session, held, statement, values)
+    hydrator = direct.Hydrator(session, overwrite)
+    build, entity, extras = hydrator.build, statement.entity, statement.link
+    items: dict[Any, Any] = {}  # unique rows, as SQLAlchemy's .unique() keeps them
+    for row in rows:
+        obj = build(entity, row)
+        items.setdefault((id(obj), *row[extras:]), obj)
+    found = list(items.values())
+    if found and plan.loads:
+        load_collections(session, found, plan.loads, overwrite=overwrite, hydrator=hydrator)
+    return found, bool(rows) and rows[-1][-1] is not None
 
 
 def _unique(objects: Iterable[Any]) -> list[Any]:

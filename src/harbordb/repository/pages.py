@@ -20,7 +20,7 @@ value in such a query is a bind parameter, so it can be built once and kept.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, true
 from sqlalchemy.engine import Row
@@ -39,6 +39,7 @@ from harbordb.pagination import (
     rows_after,
 )
 from harbordb.repository.base import ModelT, RepositoryBase, check_limit, table_of
+from harbordb.repository.loading import NOT_DIRECT, window_direct
 from harbordb.repository.ordering import Ordering
 from harbordb.repository.plans import LoadPlan
 
@@ -203,11 +204,16 @@ class PageMethods(RepositoryBase[ModelT]):
         entities (the first column) or, given `build`, what
         ``build(session, rows)`` returns for the plain rows: read on the
         session's connection without the ORM's result processing, in one
-        greenlet with whatever `build` reads next.
+        greenlet with whatever `build` reads next. Without `build`, a query of
+        `select_loaded` that ran before runs on the driver
+        (`harbordb.repository.direct`): build a query once and reuse it.
         """
         values = {**(params or {}), "page_limit": check_limit(limit, self.max_limit)}
         with translating():
             if build is None:
+                found = await self.session.run_sync(window_direct, query, values)
+                if found is not NOT_DIRECT:
+                    return cast(tuple[Sequence[Any], bool], found)
                 rows = (await self.session.execute(query, values)).unique().all()
                 return [row[0] for row in rows], bool(rows) and rows[-1][-1] is not None
             return await self.session.run_sync(_built_rows, query, values, build)

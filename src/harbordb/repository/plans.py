@@ -19,7 +19,7 @@ the paths; such a plan is loaded the plain way (`selectinload`,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -46,10 +46,16 @@ LoadPlan = Sequence[str | ExecutableOption]
 PLAN_OPTION = "harbordb_plan"
 """Execution option carrying the collection loads (`CollectionLoad`) of a statement."""
 
+ROOT_OPTION = "harbordb_root"
+"""Execution option of `select_loaded`'s statements: (mapper, `CompiledPlan`)."""
+
 KEYS = "harbordb_keys"
 """The array parameter of a collection statement: the parents' join values."""
 
 _Tree = dict[RelationshipProperty[Any], dict[Any, Any]]
+
+Joins = tuple[tuple[RelationshipProperty[Any], "Joins"], ...]
+"""The many-to-one steps joined into a level's statement, each with the steps below it."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +67,9 @@ class CollectionLoad:
     selects the children (with `link`, the parent's join value, as a second
     column for a many-to-many) where the join column is ``= ANY(:harbordb_keys)``;
     `child_key` reads that value from a child when there is no `link`.
+    `relationship` and `joins` (its many-to-one steps) let
+    `harbordb.repository.direct` compile the same load for the driver; it
+    keeps what it compiled in `direct` (per dialect).
     """
 
     via: tuple[str, ...]
@@ -69,20 +78,37 @@ class CollectionLoad:
     child_key: str | None
     statement: Select[Any]
     loads: tuple[CollectionLoad, ...]
+    relationship: RelationshipProperty[Any]
+    joins: Joins
+    direct: dict[Any, Any] = field(default_factory=dict)
 
     def below(self, step: str) -> CollectionLoad:
         """This load seen from one many-to-one step further up."""
         return CollectionLoad(
-            (step, *self.via), self.key, self.parent_key, self.child_key, self.statement, self.loads
+            (step, *self.via),
+            self.key,
+            self.parent_key,
+            self.child_key,
+            self.statement,
+            self.loads,
+            self.relationship,
+            self.joins,
         )
 
 
 @dataclass(frozen=True, eq=False)
 class CompiledPlan:
-    """Loader options for the root statement, and the collections loaded after it."""
+    """Loader options for the root statement, and the collections loaded after it.
+
+    `joins` are the root level's many-to-one steps, None for a plan with loader
+    options of its own (loaded the plain way only); `direct` is
+    `harbordb.repository.direct`'s compiled form, per dialect.
+    """
 
     options: tuple[ExecutableOption, ...]
     loads: tuple[CollectionLoad, ...]
+    joins: Joins | None = None
+    direct: dict[Any, Any] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=256)
@@ -121,7 +147,7 @@ def compile_plan(
         plain = (raiseload("*"), *(_plain(rel, children) for rel, children in tree.items()))
         return CompiledPlan((*plain, *extra), ())
     options, loads = _level(mapper, tree)
-    return CompiledPlan(tuple(options), tuple(loads))
+    return CompiledPlan(tuple(options), tuple(loads), _joins(tree))
 
 
 def needs_raiseload(mapper: Mapper[Any]) -> bool:
@@ -191,7 +217,21 @@ def _collection(relationship: RelationshipProperty[Any], tree: _Tree) -> Collect
     if relationship.order_by:
         statement = statement.order_by(*relationship.order_by)
     statement = statement.options(*options)
-    return CollectionLoad((), relationship.key, parent_prop, child_key, statement, tuple(loads))
+    return CollectionLoad(
+        (),
+        relationship.key,
+        parent_prop,
+        child_key,
+        statement,
+        tuple(loads),
+        relationship,
+        _joins(tree),
+    )
+
+
+def _joins(tree: _Tree) -> Joins:
+    """The many-to-one steps of a level (joined into its statement), recursively."""
+    return tuple((rel, _joins(children)) for rel, children in tree.items() if not rel.uselist)
 
 
 def _single_equality(condition: Any) -> bool:

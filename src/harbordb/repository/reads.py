@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, or_, select, true, tuple_
 
@@ -23,6 +23,7 @@ from harbordb.repository.base import (
     mapper_of,
 )
 from harbordb.repository.filters import any_of, contains
+from harbordb.repository.loading import NOT_DIRECT, get_direct
 from harbordb.repository.ordering import Ordering
 from harbordb.repository.plans import LoadPlan
 
@@ -56,10 +57,19 @@ class ReadMethods(RepositoryBase[ModelT]):
         for_update: bool = False,
         skip_locked: bool = False,
     ) -> ModelT | None:
-        """The row with primary key `id`, or None. One statement plus one per loaded collection."""
+        """The row with primary key `id`, or None. One statement plus one per loaded collection.
+
+        Without locks, a plan whose levels qualify runs on the driver and builds
+        its objects from the rows (`harbordb.repository.direct`).
+        """
         params = self._pk_params(id)
-        stmt = by_pk_select(mapper_of(self.model), self._compiled(load), for_update, skip_locked)
+        mapper, plan = mapper_of(self.model), self._compiled(load)
         with translating():
+            if not (for_update or skip_locked):
+                found = await self.session.run_sync(get_direct, mapper, plan, params)
+                if found is not NOT_DIRECT:
+                    return cast(ModelT | None, found)
+            stmt = by_pk_select(mapper, plan, for_update, skip_locked)
             return (await self.session.scalars(stmt, params)).unique().one_or_none()
 
     async def get_many(

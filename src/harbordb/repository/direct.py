@@ -1,0 +1,415 @@
+"""A load plan's statements run on the driver, its ORM objects built from the rows.
+
+SQLAlchemy's execution layer and row loading cost more per read than the
+driver does (ARCHITECTURE.md, "where the read time goes"). Where a plan's
+level qualifies, its statement is compiled once per dialect into SQL text and
+run on the unit of work's asyncpg connection (`harbordb.projection.driver.fetch`:
+the same transaction, statement counters and observers), and its objects are
+made the way SQLAlchemy's loading makes them: a new instance from the class
+manager, the columns in its ``__dict__``, its identity key, registered as
+persistent in the session's identity map; many-to-one steps are set as
+loaded, collections with `set_committed_value`. They are ordinary tracked
+objects, whose changes flush as usual. An object already in the identity map
+is kept, its unloaded columns filled in; with ``populate_existing`` it is
+overwritten, as SQLAlchemy does.
+
+A level qualifies when its model maps one table without inheritance, every
+column attribute is a column of that table loaded with the object (nothing
+deferred, no SQL expressions), every relationship is ``lazy="raise"`` (no
+loader options must ride on the objects), joins are single-column
+equalities, and each column type's result processing on the dialect is known
+without the server's column type (an Enum's is applied as SQLAlchemy applies
+it; `Numeric` and `Float` depend on the server's type, so such a level stays
+with SQLAlchemy). At run time, listeners of a model's ``load`` (or, with
+``populate_existing``, ``refresh``) event or of the session's
+``loaded_as_persistent`` send the read through SQLAlchemy as well.
+
+Non-public SQLAlchemy API used (pinned ``<2.2``; `SQLALCHEMY_MEMBERS` is
+checked by ``tests/integration/test_repository_direct.py``):
+``IdentityMap._add_unpresent``, ``InstanceState._commit`` / ``_commit_all``,
+``Mapper._identity_class``, ``Session._autoflush``, ``sqlalchemy.util.await_``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import ColumnElement, Select, any_, bindparam, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapper, RelationshipDirection, RelationshipProperty, Session
+from sqlalchemy.orm.attributes import instance_dict, instance_state
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression, UnaryExpression
+from sqlalchemy.sql.schema import Column, Table
+from sqlalchemy.util import await_
+
+from harbordb.projection.driver import Held, fetch
+from harbordb.repository.plans import KEYS, CollectionLoad, CompiledPlan, Joins, needs_raiseload
+
+# Non-public members this module relies on: {owner: members}.
+SQLALCHEMY_MEMBERS = {
+    "IdentityMap": ("_add_unpresent",),
+    "InstanceState": ("_commit", "_commit_all"),
+    "Mapper": ("_identity_class",),
+    "Session": ("_autoflush",),
+}
+
+_HELD = "harbordb.projection.connection"  # shared with harbordb.projection.driver.held
+
+
+class _NotDirect(Exception):
+    """A level that must be loaded by SQLAlchemy."""
+
+
+@dataclass(frozen=True, eq=False)
+class Entity:
+    """How one model's objects are read from a row: (attribute, position, processor)
+    per column, the primary key's positions, and the many-to-one steps joined."""
+
+    mapper: Mapper[Any]
+    identity_class: type[Any]
+    columns: tuple[tuple[str, int, Callable[[Any], Any] | None], ...]
+    pk: tuple[int, ...]
+    partial_pks: bool
+    joins: tuple[tuple[str, Entity], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Statement:
+    """A compiled statement of a plan: SQL text, its parameters in order (each with
+    its bind processor), the entity its rows make, and where the link value is."""
+
+    sql: str
+    params: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    entity: Entity
+    link: int
+    mappers: tuple[Mapper[Any], ...]
+    compiled: Any = None  # set when the statement has parameters of its own (a page's)
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for `values` (by parameter name)."""
+        if self.compiled is not None:
+            values = self.compiled.construct_params(values)
+        return [
+            values[name] if process is None else process(values[name])
+            for name, process in self.params
+        ]
+
+
+def collection_statement(load: CollectionLoad, dialect: Dialect) -> Statement | None:
+    """`load` compiled for the driver, or None when SQLAlchemy must load it."""
+    key = id(dialect)
+    if key not in load.direct:
+        try:
+            load.direct[key] = _collection(load, dialect)
+        except _NotDirect:
+            load.direct[key] = None
+    found: Statement | None = load.direct[key]
+    return found
+
+
+def root_statement(plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect) -> Statement | None:
+    """The plan's root level by primary key (``:harbordb_pk_0``...), or None."""
+    key = id(dialect)
+    if key not in plan.direct:
+        try:
+            if plan.joins is None:
+                raise _NotDirect
+            plan.direct[key] = _by_pk(mapper, plan.joins, dialect)
+        except _NotDirect:
+            plan.direct[key] = None
+    found: Statement | None = plan.direct[key]
+    return found
+
+
+# Windowed queries seen (an empty dict) and compiled (by dialect): a query is compiled
+# the second time it runs, so one built anew for every call stays with SQLAlchemy.
+_WINDOWS: WeakKeyDictionary[Any, dict[int, Statement | None]] = WeakKeyDictionary()
+
+
+def window_statement(
+    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
+) -> Statement | None:
+    """A `windowed` query of `select_loaded` for the driver, or None (not yet, or
+    never: its root level joins or it selects other entities)."""
+    compiled = _WINDOWS.get(query)
+    if compiled is None:
+        _WINDOWS[query] = {}
+        return None
+    key = id(dialect)
+    if key not in compiled:
+        try:
+            compiled[key] = _window(query, mapper, plan, dialect)
+        except _NotDirect:
+            compiled[key] = None
+    return compiled[key]
+
+
+def held_connection(session: Session, mapper: Mapper[Any]) -> Held | None:
+    """The asyncpg connection of `session`'s transaction for `mapper`'s bind (None on
+    another driver); the same cache as `harbordb.projection.driver.held`."""
+    bind = session.get_bind(mapper)
+    transaction = session.get_transaction()
+    found: Held | None = session.info.get(_HELD)
+    if (
+        found is None
+        or transaction is None
+        or found.transaction is not transaction
+        or found.connection.closed
+        or found.connection.invalidated
+        or found.connection.engine is not bind.engine
+    ):
+        connection = session.connection(bind_arguments={"mapper": mapper})
+        pooled = connection.connection
+        found = Held(
+            session.get_transaction(), connection, pooled.driver_connection, pooled.dbapi_connection
+        )
+        session.info[_HELD] = found
+    return found if found.dialect.driver == "asyncpg" else None
+
+
+def usable(session: Session, statement: Statement, overwrite: bool) -> bool:
+    """No event listener that SQLAlchemy's loading would call for these objects."""
+    if session.dispatch.loaded_as_persistent:
+        return False
+    for mapper in statement.mappers:
+        dispatch = mapper.class_manager.dispatch
+        if dispatch.load or (overwrite and dispatch.refresh):
+            return False
+    return True
+
+
+def run(session: Session, held: Held, statement: Statement, values: Mapping[str, Any]) -> Any:
+    """The rows of `statement` (inside SQLAlchemy's greenlet, as an ORM execution)."""
+    return await_(fetch(held, statement.sql, statement.args(values)))
+
+
+class Hydrator:
+    """Makes (or finds) the objects of one read in a session's identity map."""
+
+    __slots__ = ("identity_map", "made", "overwrite", "session_id")
+
+    def __init__(self, session: Session, overwrite: bool) -> None:
+        self.identity_map = session.identity_map
+        self.session_id = session.hash_key
+        self.overwrite = overwrite
+        self.made: dict[Any, Any] = {}
+
+    def build(self, entity: Entity, row: Sequence[Any]) -> Any:
+        """The object of `entity` in `row` (None when its primary key is NULL)."""
+        pk = entity.pk
+        ident = (row[pk[0]],) if len(pk) == 1 else tuple(row[i] for i in pk)
+        if None in ident and (not entity.partial_pks or all(v is None for v in ident)):
+            return None
+        key = (entity.identity_class, ident, None)
+        obj = self.made.get(key)
+        if obj is not None:
+            return obj
+        obj = self.identity_map.get(key)
+        if obj is None:
+            obj = entity.mapper.class_manager.new_instance()
+            state = instance_state(obj)
+            state.key = key
+            state.identity_token = None
+            state.session_id = self.session_id
+            self.identity_map._add_unpresent(state, key)
+            values = instance_dict(obj)
+            for name, position, process in entity.columns:
+                value = row[position]
+                values[name] = value if process is None else process(value)
+            for name, joined in entity.joins:
+                values[name] = self.build(joined, row)
+        else:
+            self._existing(entity, obj, row)
+        self.made[key] = obj
+        return obj
+
+    def _existing(self, entity: Entity, obj: Any, row: Sequence[Any]) -> None:
+        """An object the session had: overwritten with ``populate_existing``, else only
+        its unloaded attributes filled in (as SQLAlchemy's partial population does)."""
+        state = instance_state(obj)
+        values = instance_dict(obj)
+        unloaded = None if self.overwrite else state.unloaded
+        filled: list[str] = []
+        for name, position, process in entity.columns:
+            if unloaded is None or name in unloaded:
+                value = row[position]
+                values[name] = value if process is None else process(value)
+                filled.append(name)
+        for name, joined in entity.joins:
+            child = self.build(joined, row)
+            if unloaded is None or name in unloaded:
+                values[name] = child
+                filled.append(name)
+        if unloaded is None:
+            state._commit_all(values, self.identity_map)
+        elif filled:
+            state._commit(values, filled)
+
+
+# -- compiling ------------------------------------------------------------------
+
+
+class _Select:
+    """Columns and FROM clause of a statement being compiled, entity by entity."""
+
+    def __init__(self, dialect: Dialect, from_: Any) -> None:
+        self.dialect = dialect
+        self.columns: list[Any] = []
+        self.from_ = from_
+        self.mappers: list[Mapper[Any]] = []
+
+    def entity(self, mapper: Mapper[Any], table: Any, joins: Joins) -> Entity:
+        _check_mapper(mapper)
+        self.mappers.append(mapper)
+        positions: dict[Any, int] = {}
+        columns = []
+        for prop in mapper.column_attrs:
+            column = prop.columns[0]
+            positions[column] = len(self.columns)
+            columns.append((prop.key, len(self.columns), _result_processor(column, self.dialect)))
+            self.columns.append(table.c[column.key])
+        joined = []
+        for relationship, below in joins:
+            local, remote = _many_to_one(relationship)
+            alias = remote.table.alias()
+            self.from_ = self.from_.outerjoin(alias, table.c[local.key] == alias.c[remote.key])
+            joined.append((relationship.key, self.entity(relationship.mapper, alias, below)))
+        return Entity(
+            mapper,
+            mapper._identity_class,
+            tuple(columns),
+            tuple(positions[column] for column in mapper.primary_key),
+            bool(mapper.allow_partial_pks),
+            tuple(joined),
+        )
+
+    def compile(self, stmt: Any, entity: Entity, link: int) -> Statement:
+        compiled = stmt.compile(dialect=self.dialect)
+        names = compiled.positiontup
+        if names is None or "POSTCOMPILE" in compiled.string:
+            raise _NotDirect
+        params = []
+        for name in names:
+            impl = compiled.binds[name].type.dialect_impl(self.dialect)
+            params.append((name, impl.bind_processor(self.dialect)))
+        return Statement(compiled.string, tuple(params), entity, link, tuple(self.mappers))
+
+
+def _by_pk(mapper: Mapper[Any], joins: Joins, dialect: Dialect) -> Statement:
+    table = mapper.local_table
+    built = _Select(dialect, table)
+    entity = built.entity(mapper, table, joins)
+    pk = mapper.primary_key
+    params = [bindparam(f"harbordb_pk_{i}", type_=column.type) for i, column in enumerate(pk)]
+    condition = pk[0] == params[0] if len(pk) == 1 else tuple_(*pk) == tuple_(*params)
+    stmt = select(*built.columns).select_from(built.from_).where(condition)
+    return built.compile(stmt, entity, -1)
+
+
+def _window(
+    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
+) -> Statement:
+    described = query.column_descriptions
+    if plan.options or described[0]["expr"] is not mapper.class_:
+        raise _NotDirect
+    extras = [item["expr"] for item in described[1:]]
+    if not all(isinstance(extra, ColumnElement) for extra in extras):
+        raise _NotDirect
+    table = mapper.local_table
+    built = _Select(dialect, table)
+    entity = built.entity(mapper, table, ())
+    stmt = query.with_only_columns(*built.columns, *extras, maintain_column_froms=True)
+    statement = built.compile(stmt, entity, -1)  # (PostgreSQL locks no windowed rows)
+    return Statement(
+        statement.sql,
+        statement.params,
+        entity,
+        len(built.columns),
+        statement.mappers,
+        stmt.compile(dialect=dialect),
+    )
+
+
+def _collection(load: CollectionLoad, dialect: Dialect) -> Statement:
+    relationship = load.relationship
+    target = relationship.mapper
+    table = target.local_table
+    link = relationship.synchronize_pairs[0][1]
+    secondary = relationship.secondary
+    from_: Any = table if secondary is None else table.join(secondary, relationship.secondaryjoin)
+    built = _Select(dialect, from_)
+    entity = built.entity(target, table, load.joins)
+    position = len(built.columns)
+    built.columns.append(link)
+    keys = any_(bindparam(KEYS, type_=ARRAY(link.type)))
+    stmt = select(*built.columns).select_from(built.from_).where(link == keys)
+    if relationship.order_by:
+        stmt = stmt.order_by(*(_ordering(item, table) for item in relationship.order_by))
+    return built.compile(stmt, entity, position)
+
+
+def _check_mapper(mapper: Mapper[Any]) -> None:
+    table = mapper.local_table
+    if (
+        mapper.inherits is not None
+        or mapper.polymorphic_on is not None
+        or not isinstance(table, Table)
+        or mapper.persist_selectable is not table
+        or mapper.always_refresh
+        or needs_raiseload(mapper)
+    ):
+        raise _NotDirect
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if len(prop.columns) != 1 or prop.deferred or not isinstance(column, Column):
+            raise _NotDirect
+        if column.table is not table:
+            raise _NotDirect
+
+
+def _many_to_one(relationship: RelationshipProperty[Any]) -> tuple[Column[Any], Column[Any]]:
+    """The (local foreign key, remote key) columns of a plain many-to-one."""
+    condition = relationship.primaryjoin
+    pairs = relationship.local_remote_pairs or []
+    if (
+        relationship.direction is not RelationshipDirection.MANYTOONE
+        or relationship.secondary is not None
+        or not isinstance(condition, BinaryExpression)
+        or condition.operator is not operators.eq
+        or len(pairs) != 1
+    ):
+        raise _NotDirect
+    local, remote = pairs[0]
+    if not isinstance(local, Column) or not isinstance(remote, Column):
+        raise _NotDirect
+    if local.table is not relationship.parent.local_table:
+        raise _NotDirect
+    if remote.table is not relationship.mapper.local_table:
+        raise _NotDirect
+    return local, remote
+
+
+def _ordering(item: Any, table: Any) -> ColumnElement[Any]:
+    """A relationship's ORDER BY item, if it orders by a column of the child's table."""
+    column = item.element if isinstance(item, UnaryExpression) else item
+    if not isinstance(column, Column) or column.table is not table:
+        raise _NotDirect
+    ordering: ColumnElement[Any] = item
+    return ordering
+
+
+def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The column type's result processor on `dialect`, when known without the
+    server's column type (``coltype``); else the level is not direct."""
+    try:
+        process: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).result_processor(
+            dialect, None
+        )
+    except Exception as exc:  # e.g. Numeric on asyncpg: depends on the server's type
+        raise _NotDirect from exc
+    return process
