@@ -40,6 +40,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import ColumnElement, Select, any_, bindparam, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Mapper, RelationshipDirection, RelationshipProperty, Session
 from sqlalchemy.orm.attributes import instance_dict, instance_state
 from sqlalchemy.sql import operators
@@ -47,6 +48,7 @@ from sqlalchemy.sql.elements import BinaryExpression, UnaryExpression
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.util import await_
 
+from harbordb.errors import HarborError
 from harbordb.projection.driver import Held, fetch
 from harbordb.repository.plans import KEYS, CollectionLoad, CompiledPlan, Joins, needs_raiseload
 
@@ -184,8 +186,21 @@ def usable(session: Session, statement: Statement, overwrite: bool) -> bool:
 
 
 def run(session: Session, held: Held, statement: Statement, values: Mapping[str, Any]) -> Any:
-    """The rows of `statement` (inside SQLAlchemy's greenlet, as an ORM execution)."""
-    return await_(fetch(held, statement.sql, statement.args(values)))
+    """The rows of `statement` (inside SQLAlchemy's greenlet, as an ORM execution).
+
+    A connection lost on the way is invalidated, as SQLAlchemy does with one it
+    sees lost, and raised as `DisconnectionError` (`Unavailable` once translated).
+    """
+    try:
+        return await_(fetch(held, statement.sql, statement.args(values)))
+    except Exception as exc:
+        if not held.driver.is_closed():
+            raise
+        if not held.connection.invalidated:
+            held.connection.invalidate(exc)
+        if isinstance(exc, HarborError):
+            raise
+        raise DisconnectionError(f"connection lost ({type(exc).__name__})") from exc
 
 
 class Hydrator:
