@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.options import Sizes
 from benchmarks.seed import Dataset
 from benchmarks.servers import Target
 from harbor_commerce.uow import CommerceWork
 from harbordb import Database
+
+if TYPE_CHECKING:
+    from benchmarks.psycopg_peer import PsycopgPeer
 
 # One operation: returns how many objects (or rows) it loaded or wrote. Every
 # variant of a case must return the same number: that is checked, so no variant
@@ -66,6 +69,7 @@ class Lab:
     tortoise: bool  # Tortoise ORM is initialised on the same database
     stack: AsyncExitStack  # closes per-workload resources (W6's engines) at the end
     notes: list[str] = field(default_factory=list)
+    psycopg: PsycopgPeer | None = None  # the psycopg 3 peer, when installed (W1-W4)
 
 
 VARIANT_LABELS = {
@@ -87,6 +91,9 @@ VARIANT_LABELS = {
     "asyncpg-in": "raw asyncpg, same shape (= ANY($1) per relationship)",
     "asyncpg-json": "raw asyncpg, one query with json_agg (the floor)",
     "tortoise": "Tortoise ORM prefetch_related",
+    "psycopg-selectinload": "ORM selectinload on psycopg 3 (prepare_threshold=None)",
+    "psycopg-core-in": "core-in on psycopg 3 (prepare_threshold=None)",
+    "psycopg-in": "raw psycopg 3, same statements as asyncpg-in (= ANY(%s) array binds)",
     "orm-add_all": "ORM session.add_all + commit",
     "core-insert": "Core insert() with a list (insertmanyvalues)",
     "repository-copy": "harbordb repository COPY path",

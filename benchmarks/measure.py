@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from benchmarks.core import Case, Lab, Variant
 from benchmarks.counting import count_round_trips, count_statements
+from benchmarks.psycopg_peer import count_wire
 
 MIN_ROUNDS = 3
 _clock = time.perf_counter_ns
@@ -114,7 +115,7 @@ async def _instrumented(variant: Variant, lab: Lab) -> Measurement:
         baseline = tracemalloc.get_traced_memory()[0]
         raw = lab.raw if variant.raw is None else variant.raw
         async with count_statements(database, raw, tortoise=lab.tortoise) as statements:
-            with count_round_trips() as trips:
+            with count_round_trips() as trips, count_wire(lab.psycopg) as psycopg:
                 rows = await _operations(variant)
         peak = tracemalloc.get_traced_memory()[1] - baseline
     finally:
@@ -123,10 +124,10 @@ async def _instrumented(variant: Variant, lab: Lab) -> Measurement:
         await variant.reset()
     if len(set(rows)) != 1:
         raise InconsistentVariants(f"{variant.key}: operations loaded {sorted(set(rows))} rows")
-    per_op = len(statements) / len(rows) + variant.hidden_statements
-    return Measurement(
-        variant.key, variant.concurrency, per_op, rows[0], max(peak, 0), trips[0] / len(rows)
-    )
+    # psycopg's libpq writes past both counters: its trace counts it (`psycopg_wire`).
+    per_op = (len(statements) + psycopg.statements) / len(rows) + variant.hidden_statements
+    round_trips = (trips[0] + psycopg.round_trips) / len(rows)
+    return Measurement(variant.key, variant.concurrency, per_op, rows[0], max(peak, 0), round_trips)
 
 
 async def run_case(

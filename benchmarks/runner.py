@@ -15,7 +15,7 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import environment, goals, markdown, peer, seed
+from benchmarks import environment, goals, markdown, peer, psycopg_peer, seed
 from benchmarks.core import Lab
 from benchmarks.measure import MIN_ROUNDS, run_case, steps
 from benchmarks.options import DEFAULT_WORKLOADS, BenchOptions
@@ -62,6 +62,10 @@ async def _measure(
                 if {"W2", "W3"} & set(options.workloads):
                     tortoise = await peer.start(target.url, stack, lab_notes)
                 lab = Lab(target, sizes, dataset, db, raw, tortoise, stack, lab_notes)
+                if {"W1", "W2", "W3", "W4"} & set(options.workloads):
+                    lab.psycopg = await psycopg_peer.start(
+                        target.url, db.settings, stack, lab_notes
+                    )
                 workloads = await _run_workloads(options, lab, console)
         finally:
             await seed.empty(direct)

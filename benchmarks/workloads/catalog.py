@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
-from benchmarks import named, peer
+from benchmarks import named, peer, psycopg_peer, psycopg_raw
 from benchmarks.core import Case, Lab, Op, Variant, Workload
 from harbor_commerce.models import Product, Tag, product_tags
 from harbor_commerce.models import Variant as VariantModel
@@ -134,6 +134,7 @@ async def _w1_cases(lab: Lab) -> list[Case]:
     ]
     case = Case(f"product {lab.dataset.product_id}", {}, variants)
     await named.add_variants(lab, case, {"repository": w1_repository, "asyncpg-in": w1_asyncpg_in})
+    psycopg_peer.add(case, lab, lambda on: w1_orm(on, selectinload), w1_core_in, psycopg_raw.w1_in)
     return [case]
 
 
@@ -378,6 +379,7 @@ async def _w2_cases(lab: Lab) -> list[Case]:
         case.variants.append(Variant("tortoise", peer.catalog_page(lab.sizes.page_size)))
     else:
         case.skipped["tortoise"] = "Tortoise ORM not installed"
+    psycopg_peer.add(case, lab, lambda on: w2_orm(on, selectinload), w2_core_in, psycopg_raw.w2_in)
     return [case]
 
 

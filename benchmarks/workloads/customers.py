@@ -9,12 +9,14 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import msgspec
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
+from benchmarks import psycopg_peer, psycopg_raw
 from benchmarks.core import Case, Lab, Op, Variant, Workload
 from harbor_commerce.models import Customer, Order, OrderStatus
 from harbordb import Projection
@@ -255,6 +257,13 @@ async def _scale_cases(lab: Lab) -> list[Case]:
                 "beyond, it would dominate the run time"
             )
         case.variants = _variants(lab, n, keys_here)
+        psycopg_peer.add(
+            case,
+            lab,
+            partial(orm, n=n, strategy=selectinload),
+            partial(core_in, n=n),
+            partial(psycopg_raw.w4_in, n=n),
+        )
         cases.append(case)
     return cases
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
-from benchmarks import named, peer
+from benchmarks import named, peer, psycopg_peer, psycopg_raw
 from benchmarks.core import Case, Lab, Op, Variant, Workload
 from harbor_commerce.models import Customer, Order, OrderItem, Product
 from harbor_commerce.models import Variant as VariantModel
@@ -275,6 +275,7 @@ async def _cases(lab: Lab) -> list[Case]:
         case.variants.append(Variant("tortoise", peer.customer_graph(lab.dataset.customer_id)))
     else:
         case.skipped["tortoise"] = "Tortoise ORM not installed"
+    psycopg_peer.add(case, lab, lambda on: orm(on, selectinload), core_in, psycopg_raw.w3_in)
     return [case]
 
 

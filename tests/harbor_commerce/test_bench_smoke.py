@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from benchmarks import peer
+from benchmarks import peer, psycopg_peer
 from benchmarks.options import WORKLOAD_KEYS
 from benchmarks.servers import migrate
 
@@ -182,6 +182,37 @@ def test_named_statement_variants_save_a_round_trip_per_statement(
             # pool_ping_after since the warm-up, and then checkout pings (one more).
             allowed = (statements, statements - 1) if variant == "repository" else (statements,)
             assert saved in allowed, (key, variant, saved)
+
+
+# Each psycopg variant and the asyncpg variant whose statements it runs.
+_PSYCOPG_TWINS = {
+    "psycopg-selectinload": "selectinload",
+    "psycopg-core-in": "core-in",
+    "psycopg-in": "asyncpg-in",
+}
+
+
+def test_the_psycopg_peer_runs_the_same_statements_in_fewer_round_trips(
+    quick_run: dict[str, Any],
+) -> None:
+    """SQLAlchemy and raw psycopg 3 with prepare_threshold=None: the statements of their
+    asyncpg twins, one round trip each (counted from libpq's trace), plus BEGIN and
+    the COMMIT or ROLLBACK; asyncpg makes two per statement."""
+    for key in ("W1", "W2", "W3", "W4"):
+        for case in quick_run["workloads"][key]["cases"]:
+            by_variant = {record["variant"]: record for record in case["variants"]}
+            if not psycopg_peer.installed():
+                assert {s["variant"] for s in case["skipped"]} >= set(_PSYCOPG_TWINS)
+                continue
+            for mine, twin in _PSYCOPG_TWINS.items():
+                statements = by_variant[twin]["statements_per_op"]
+                assert by_variant[mine]["statements_per_op"] == statements, (key, mine)
+                assert by_variant[mine]["round_trips_per_op"] == statements + 2, (key, mine)
+                assert by_variant[twin]["round_trips_per_op"] == 2 * statements + 2, (key, twin)
+    goals = [goal for goal in quick_run["goals"] if "psycopg" in goal["goal"]]
+    assert len(goals) == 4
+    for goal in goals:
+        assert goal["status"] in {"met", "not met"}, goal
 
 
 def test_bad_flags_fail_clearly() -> None:
