@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from inspect import signature
 from typing import Any
 
 import sqlalchemy.util
@@ -35,6 +36,7 @@ from sqlalchemy.orm import (
     mapped_column,
     relationship,
 )
+from sqlalchemy.orm.collections import CollectionAdapter
 from tests.library.models import Author, Book, BookStatus, Chapter
 from tests.library.repositories import AuthorRepository, CatalogRepository
 
@@ -99,11 +101,18 @@ def test_the_sqlalchemy_members_relied_on_exist() -> None:
         "InstanceState": inspect(Chapter()),
         "Mapper": mapper_of(Chapter),
         "Session": session,
+        "CollectionAttributeImpl": mapper_of(Book).class_manager["chapters"].impl,
     }
     for owner, members in SQLALCHEMY_MEMBERS.items():
         for member in members:
             assert hasattr(owners[owner], member), f"SQLAlchemy {owner}.{member} is gone"
     assert callable(sqlalchemy.util.await_)
+    assert list(signature(CollectionAdapter.__init__).parameters) == [
+        "self",
+        "attr",
+        "owner_state",
+        "data",
+    ]
     mapper = mapper_of(Chapter)
     assert mapper.identity_key_from_primary_key((1, 2)) == (mapper._identity_class, (1, 2), None)
 

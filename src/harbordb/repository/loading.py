@@ -89,9 +89,13 @@ def load_collections(
                 child_key = load.child_key
                 for child in result.scalars():
                     groups.setdefault(getattr(child, child_key), []).append(child)
+        set_loaded = None if hydrator is None else hydrator.collection_setter(load.relationship)
         for owner, key in zip(owners, keys, strict=True):
             if overwrite or load.key not in instance_dict(owner):
-                set_committed_value(owner, load.key, groups.get(key) or [])
+                if set_loaded is None:
+                    set_committed_value(owner, load.key, groups.get(key) or [])
+                else:
+                    set_loaded(owner, groups.get(key) or [])
         if load.loads:
             children = _unique(child for group in groups.values() for child in group)
             load_collections(session, children, load.loads, overwrite=overwrite, hydrator=hydrator)
