@@ -70,6 +70,7 @@ class Lab:
     stack: AsyncExitStack  # closes per-workload resources (W6's engines) at the end
     notes: list[str] = field(default_factory=list)
     psycopg: PsycopgPeer | None = None  # the psycopg 3 peer, when installed (W1-W4)
+    figures: dict[str, Any] = field(default_factory=dict)  # workload figures for the goals
 
 
 VARIANT_LABELS = {
@@ -102,6 +103,11 @@ VARIANT_LABELS = {
     "queuepool-direct-sqlalchemy-wait": "QueuePool, direct, SQLAlchemy's own pool wait (before)",
     "nullpool-pgbouncer": "NullPool through PgBouncer",
     "queuepool-pgbouncer": "QueuePool through PgBouncer",
+    "asyncpg": "raw asyncpg: BEGIN; the case's statements; ROLLBACK (statement cache off)",
+    "asyncpg-read-only": "raw asyncpg: the same with BEGIN READ ONLY",
+    "sqlalchemy-session": "SQLAlchemy AsyncSession alone: read-only connection, statements, close",
+    "uow-read-only": "harbordb: async with db.unit_of_work(read_only=True) around the statements",
+    "uow-timeout": "the same with statement_timeout=5 (a set_config statement when it starts)",
     "primary-alone": "read-only units of work on the primary (no replicas configured)",
     "primary+replica": "the same with one streaming standby (Database(replicas=[...]))",
     "replica-token": "the same with a read-your-writes token the standby has replayed",

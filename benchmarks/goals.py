@@ -175,6 +175,91 @@ ORM_BUDGET = {"W1": 1.5, "W2": 2.0, "W3": 1.5}  # repository / asyncpg-in
 TORTOISE_SPEEDUP = 1.5  # the repository at least this many times faster than Tortoise
 PROJECTION_BUDGET = 1.0  # projection / asyncpg-in, W2, W3 and every N of W4
 PROJECTION_MEMORY = 3.0  # projection's peak at least this many times below repository's
+
+
+# The unit of work (issue 9): entering and leaving a read-only one costs at most this
+# many times raw asyncpg's BEGIN; ROLLBACK, in wall time and in client CPU.
+UOW_BUDGET = 1.2
+UOW_WORKLOAD = "uow"
+UOW_EXIT_FIGURES = "uow_exit"  # benchmarks.workloads.unitofwork.EXIT_FIGURES
+
+
+def _uow_case(run: dict[str, Any], label: str) -> dict[str, Any] | None:
+    workload = run["workloads"].get(UOW_WORKLOAD)
+    if workload is None:
+        return None
+    return next((case for case in workload["cases"] if case["label"] == label), None)
+
+
+def _versus(case: dict[str, Any], subject: str, anchor: str) -> tuple[float, float, str] | None:
+    """(wall ratio, CPU ratio, text): medians of per-round ratios of p50 and of CPU/op."""
+    mine, theirs = variant_in(case, subject), variant_in(case, anchor)
+    if mine is None or theirs is None:
+        return None
+    wall = round_ratio(mine, theirs)
+    cpu = round_ratio(mine, theirs, "round_cpu_us")
+    if wall is None or cpu is None:
+        return None
+    text = (
+        f"{case['label']}: {subject} / {anchor}: wall p50 {mine['p50_ms'] * 1000:.0f} / "
+        f"{theirs['p50_ms'] * 1000:.0f} us = {wall:.2f}x, client CPU "
+        f"{mine['cpu_us_per_op']:.0f} / {theirs['cpu_us_per_op']:.0f} us = {cpu:.2f}x"
+    )
+    return wall, cpu, text
+
+
+def _uow_cost_goal(run: dict[str, Any]) -> dict[str, Any] | None:
+    goal = (
+        f"enter + exit of a read-only unit of work within {UOW_BUDGET}x of raw asyncpg's "
+        "BEGIN; ROLLBACK, wall time and client CPU (medians of per-round ratios)"
+    )
+    if UOW_WORKLOAD not in run["workloads"]:
+        return None
+    empty = _uow_case(run, "empty")
+    judged = None if empty is None else _versus(empty, "uow-read-only", "asyncpg")
+    if judged is None:
+        return _goal(goal, "the empty case or a variant is missing", "not measured")
+    wall, cpu, text = judged
+    # For context: the same against BEGIN READ ONLY and SQLAlchemy's session alone,
+    # and with one statement inside.
+    context = [text]
+    comparisons = [("empty", "asyncpg-read-only"), ("empty", "sqlalchemy-session")]
+    comparisons += [
+        ("one statement", anchor) for anchor in ("asyncpg-read-only", "sqlalchemy-session")
+    ]
+    for label, anchor in comparisons:
+        case = _uow_case(run, label)
+        found = None if case is None else _versus(case, "uow-read-only", anchor)
+        if found is not None:
+            context.append(found[2])
+    met = wall <= UOW_BUDGET and cpu <= UOW_BUDGET
+    return _goal(goal, "; ".join(context), "met" if met else "not met")
+
+
+def _uow_exit_goal(run: dict[str, Any]) -> dict[str, Any] | None:
+    goal = (
+        "no per-object work at the end of a unit of work that wrote nothing: the Python "
+        "lines its exit executes do not grow with the ORM objects it loaded"
+    )
+    if UOW_WORKLOAD not in run["workloads"]:
+        return None
+    exits: dict[str, dict[str, dict[str, float]]] = run.get("figures", {}).get(UOW_EXIT_FIGURES, {})
+    objects = next((label for label in exits if "products" in label), None)
+    single = exits.get("one statement", {})
+    if objects is None or "uow-read-only" not in single or "uow-read-only" not in exits[objects]:
+        return _goal(goal, "the exits were not measured", "not measured")
+    parts = []
+    for key in ("uow-read-only", "sqlalchemy-session"):
+        loaded, alone = exits[objects].get(key), single.get(key)
+        if loaded and alone:
+            parts.append(
+                f"{key}: {loaded['lines']:g} lines, {loaded['cpu_us']:g} us CPU with {objects} "
+                f"loaded; {alone['lines']:g} lines, {alone['cpu_us']:g} us after one statement"
+            )
+    grows = exits[objects]["uow-read-only"]["lines"] > single["uow-read-only"]["lines"]
+    return _goal(goal, "; ".join(parts), "not met" if grows else "met")
+
+
 PROJECTION_LABEL = "harbordb typed projection (one statement, frozen dataclasses)"
 
 
@@ -259,6 +344,8 @@ def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
         *_psycopg_goals(run),
         _scaling_goal(run, "projection", PROJECTION_BUDGET),
         _memory_goal(run, "projection", PROJECTION_MEMORY),
+        _uow_cost_goal(run),
+        _uow_exit_goal(run),
         _statements_goal(run),
         _pool_goal(run),
     ]

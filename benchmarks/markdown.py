@@ -15,14 +15,17 @@ def workload_table(workload: dict[str, Any]) -> str:
     lines = [
         f"**{workload['key']}: {workload['title']}**",
         "",
-        f"| case | variant | statements/op | p50 ms | p95 ms | p99 ms | {rate} | peak KiB "
-        f"| x {floor} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| case | variant | statements/op | round trips/op | p50 ms | p95 ms | p99 ms "
+        f"| CPU us/op | {rate} | peak KiB | x {floor} | CPU x {floor} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in workload["cases"]:
         for index, record in enumerate(case["variants"]):
             throughput = record.get("rows_per_s" if workload["unit"] == "row" else "ops_per_s")
             ratio = record["ratio_to_floor"]
+            cpu_ratio = record.get("cpu_ratio_to_floor")
+            trips = record.get("round_trips_per_op")
+            cpu = record.get("cpu_us_per_op")
             lines.append(
                 "| "
                 + " | ".join(
@@ -30,18 +33,23 @@ def workload_table(workload: dict[str, Any]) -> str:
                         case["label"] if index == 0 else "",
                         f"`{record['variant']}`",
                         f"{record['statements_per_op']:g}",
+                        "-" if trips is None else f"{trips:g}",
                         _ms(record["p50_ms"]),
                         _ms(record["p95_ms"]),
                         _ms(record["p99_ms"]),
+                        "-" if cpu is None else f"{cpu:,.0f}",
                         "-" if throughput is None else f"{throughput:,.0f}",
                         f"{record['peak_memory_kib']:,.0f}",
                         "-" if ratio is None else f"{ratio:.2f}",
+                        "-" if cpu_ratio is None else f"{cpu_ratio:.2f}",
                     ]
                 )
                 + " |"
             )
         for skipped in case["skipped"]:
-            lines.append(f"| | `{skipped['variant']}` | skipped: {skipped['reason']} | | | | | | |")
+            lines.append(
+                f"| | `{skipped['variant']}` | skipped: {skipped['reason']} | | | | | | | | | |"
+            )
     return "\n".join(lines)
 
 

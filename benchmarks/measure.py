@@ -33,6 +33,10 @@ from benchmarks.psycopg_peer import count_wire
 
 MIN_ROUNDS = 3
 _clock = time.perf_counter_ns
+# Client CPU per op: the CPU time (user + system) of this thread, which runs the event
+# loop and every driver call; not the process's, which would count the console's
+# progress-bar thread, nor the server's.
+_cpu = time.thread_time_ns
 
 
 class InconsistentVariants(AssertionError):
@@ -49,6 +53,7 @@ class Measurement:
     round_trips_per_op: float | None = None  # from the wire protocol (`count_round_trips`)
     latencies_ns: list[int] = field(default_factory=list)
     round_p50_ns: list[float] = field(default_factory=list)  # each round's median, in order
+    round_cpu_ns: list[float] = field(default_factory=list)  # each round's client CPU per op
     elapsed_ns: int = 0  # time spent in timed batches (wall time when concurrent)
 
 
@@ -58,22 +63,31 @@ class CaseRun:
     rounds: int
 
 
-async def _sequential(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
+@dataclass
+class Batch:
+    latencies: list[int]  # per operation, ns
+    elapsed: int  # the batch's time (wall time when concurrent), ns
+    cpu: int  # the event loop thread's CPU time over the operations (resets excluded), ns
+
+
+async def _sequential(variant: Variant, seconds: float, limit: int) -> Batch:
     latencies: list[int] = []
     budget = int(seconds * 1e9)
-    spent = 0
+    spent = cpu = 0
     while not latencies or (spent < budget and len(latencies) < limit):
+        start_cpu = _cpu()
         start = _clock()
         await variant.op()
         latency = _clock() - start
+        cpu += _cpu() - start_cpu
         latencies.append(latency)
         spent += latency
         if variant.reset is not None:
             await variant.reset()
-    return latencies, spent
+    return Batch(latencies, spent, cpu)
 
 
-async def _concurrent(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
+async def _concurrent(variant: Variant, seconds: float, limit: int) -> Batch:
     """`concurrency` tasks each run operations until the time is up (at least one each)."""
     latencies: list[int] = []
     deadline = _clock() + int(seconds * 1e9)
@@ -86,15 +100,15 @@ async def _concurrent(variant: Variant, seconds: float, limit: int) -> tuple[lis
             await variant.op()
             latencies.append(_clock() - start)
 
-    start = _clock()
+    start, start_cpu = _clock(), _cpu()
     async with asyncio.TaskGroup() as group:
         for _ in range(variant.concurrency):
             group.create_task(worker())
-    return latencies, _clock() - start
+    return Batch(latencies, _clock() - start, _cpu() - start_cpu)
 
 
-async def timed_batch(variant: Variant, seconds: float, limit: int) -> tuple[list[int], int]:
-    """Per-operation latencies and the batch's elapsed time (wall time when concurrent)."""
+async def timed_batch(variant: Variant, seconds: float, limit: int) -> Batch:
+    """Per-operation latencies, the batch's elapsed time and its client CPU time."""
     if variant.concurrency == 1:
         return await _sequential(variant, seconds, limit)
     return await _concurrent(variant, seconds, limit * variant.concurrency)
@@ -156,10 +170,12 @@ async def run_case(
         for variant in case.variants[shift:] + case.variants[:shift]:
             advance(f"{case.label} {variant.key}: round {rounds + 1}")
             gc.collect()
-            latencies, elapsed = await timed_batch(variant, sizes.round_seconds, sizes.max_batch)
-            results[variant.key].latencies_ns.extend(latencies)
-            results[variant.key].round_p50_ns.append(statistics.median(latencies))
-            results[variant.key].elapsed_ns += elapsed
+            batch = await timed_batch(variant, sizes.round_seconds, sizes.max_batch)
+            measured = results[variant.key]
+            measured.latencies_ns.extend(batch.latencies)
+            measured.round_p50_ns.append(statistics.median(batch.latencies))
+            measured.round_cpu_ns.append(batch.cpu / len(batch.latencies))
+            measured.elapsed_ns += batch.elapsed
         rounds += 1
         spent = (_clock() - started) / 1e9
         if (

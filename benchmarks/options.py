@@ -13,8 +13,8 @@ from pathlib import Path
 # Workload keys in run order. `nplus1` is issue 2's first benchmark (N+1 against
 # selectinload); W4 grows it into every strategy, so the default set leaves it out.
 # `replicas` starts a standby of its own: opt-in (--only replicas).
-WORKLOAD_KEYS = ("nplus1", "W1", "W2", "W3", "W4", "W5", "W6", "replicas")
-DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+WORKLOAD_KEYS = ("nplus1", "uow", "W1", "W2", "W3", "W4", "W5", "W6", "replicas")
+DEFAULT_WORKLOADS = ("uow", "W1", "W2", "W3", "W4", "W5", "W6")
 
 
 @dataclass(frozen=True)

@@ -36,23 +36,30 @@ def workload_table(workload: dict[str, Any]) -> Table:
     )
     table.add_column("case")
     table.add_column("variant")
-    for name in ("stmts/op", "n", "p50 ms", "p95 ms", "p99 ms", rate, "peak KiB"):
+    for name in ("stmts/op", "trips/op", "n", "p50 ms", "p95 ms", "p99 ms", "CPU us/op"):
+        table.add_column(name, justify="right")
+    for name in (rate, "peak KiB"):
         table.add_column(name, justify="right")
     table.add_column(f"x {floor}" if floor else "x floor", justify="right")
+    table.add_column("CPU x", justify="right")
     for case in workload["cases"]:
         for index, record in enumerate(case["variants"]):
             ratio = record.get("ratio_to_floor")
+            cpu_ratio = record.get("cpu_ratio_to_floor")
             table.add_row(
                 case["label"] if index == 0 else "",
                 record["variant"],
                 _number(record["statements_per_op"], 1),
+                _number(record.get("round_trips_per_op"), 1),
                 str(record["samples"]),
                 _number(record["p50_ms"], 3),
                 _number(record["p95_ms"], 3),
                 _number(record["p99_ms"], 3),
+                _number(record.get("cpu_us_per_op"), 0),
                 _number(record.get("rows_per_s" if workload["unit"] == "row" else "ops_per_s"), 1),
                 _number(record["peak_memory_kib"], 0),
                 "-" if ratio is None else f"{ratio:.2f}",
+                "-" if cpu_ratio is None else f"{cpu_ratio:.2f}",
                 end_section=index == len(case["variants"]) - 1 and not case["skipped"],
             )
         for index, skipped in enumerate(case["skipped"]):

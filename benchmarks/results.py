@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,11 @@ def summarise(measurement: Measurement, unit: str) -> dict[str, Any]:
     # Each round's p50, in round order: ratios between variants taken round by round
     # (`round_ratio`) resist the drift of a shared machine better than pooled p50s.
     record["round_p50_ms"] = [round(value / 1e6, 4) for value in measurement.round_p50_ns]
+    # Client CPU (the event loop thread's user + system time) per operation: the median over
+    # rounds, and each round's, in order.
+    if measurement.round_cpu_ns:
+        record["cpu_us_per_op"] = round(statistics.median(measurement.round_cpu_ns) / 1e3, 2)
+        record["round_cpu_us"] = [round(value / 1e3, 2) for value in measurement.round_cpu_ns]
     trips = measurement.round_trips_per_op
     if trips is not None:
         # A model, not a measurement: this run's p50 plus one network delay per round trip.
@@ -70,6 +76,8 @@ def case_record(workload: Workload, case: Case, run: CaseRun) -> dict[str, Any]:
         record["ratio_to_floor"] = (
             round(record["p50_ms"] / floor["p50_ms"], 3) if floor and floor["p50_ms"] else None
         )
+        cpu, floor_cpu = record.get("cpu_us_per_op"), floor and floor.get("cpu_us_per_op")
+        record["cpu_ratio_to_floor"] = round(cpu / floor_cpu, 3) if cpu and floor_cpu else None
     return {
         "label": case.label,
         "params": case.params,
@@ -96,9 +104,12 @@ def write_json(run: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(run, indent=2, sort_keys=False) + "\n")
 
 
-def round_ratio(subject: dict[str, Any], anchor: dict[str, Any]) -> float | None:
-    """The median over rounds of subject's p50 / anchor's p50 in the same round."""
-    pairs = zip(subject.get("round_p50_ms", ()), anchor.get("round_p50_ms", ()), strict=False)
+def round_ratio(
+    subject: dict[str, Any], anchor: dict[str, Any], field: str = "round_p50_ms"
+) -> float | None:
+    """The median over rounds of subject's p50 / anchor's p50 in the same round (or of
+    another per-round figure: ``field="round_cpu_us"``, client CPU per op)."""
+    pairs = zip(subject.get(field, ()), anchor.get(field, ()), strict=False)
     ratios: list[float] = sorted(mine / theirs for mine, theirs in pairs if theirs)
     if not ratios:
         return None

@@ -53,6 +53,7 @@ async def _measure(
         dataset = await seed.seed(direct, sizes, options.seed)
         seeded_in = time.perf_counter() - started
         server_version = await direct.fetchval("SHOW server_version")
+        figures: dict[str, Any] = {}  # filled by workloads as the lab closes
         try:
             async with AsyncExitStack() as stack:
                 raw = await asyncpg.connect(asyncpg_dsn(target.url), statement_cache_size=0)
@@ -61,7 +62,9 @@ async def _measure(
                 tortoise = False
                 if {"W2", "W3"} & set(options.workloads):
                     tortoise = await peer.start(target.url, stack, lab_notes)
-                lab = Lab(target, sizes, dataset, db, raw, tortoise, stack, lab_notes)
+                lab = Lab(
+                    target, sizes, dataset, db, raw, tortoise, stack, lab_notes, figures=figures
+                )
                 if {"W1", "W2", "W3", "W4"} & set(options.workloads):
                     lab.psycopg = await psycopg_peer.start(
                         target.url, db.settings, stack, lab_notes
@@ -75,6 +78,7 @@ async def _measure(
         "postgresql": server_version,
         "dataset": {**asdict(dataset), "seconds_to_seed": round(seeded_in, 2)},
         "workloads": workloads,
+        "figures": figures,
     }
 
 
@@ -168,6 +172,7 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
         },
         "dataset": measured["dataset"],
         "workloads": measured["workloads"],
+        "figures": measured["figures"],
         "notes": notes,
     }
     run_record["goals"] = goals.evaluate(run_record)

@@ -7,6 +7,7 @@ and everything ends with the transaction (safe behind a transaction pooler).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -81,9 +82,15 @@ def milliseconds(name: str, value: Duration) -> int:
 
 def setup_statement(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:
     """One ``SELECT set_config(:name, :value, true), ...`` for every setting."""
-    calls = ", ".join(f"set_config(:name_{i}, :value_{i}, true)" for i in range(len(settings)))
     params: dict[str, str] = {}
     for i, (name, value) in enumerate(settings.items()):
         params[f"name_{i}"] = name
         params[f"value_{i}"] = value
-    return text(f"SELECT {calls}"), params
+    return _setup_text(len(settings)), params
+
+
+@functools.cache
+def _setup_text(count: int) -> TextClause:
+    """The statement for `count` settings, built (and its binds parsed) once."""
+    calls = ", ".join(f"set_config(:name_{i}, :value_{i}, true)" for i in range(count))
+    return text(f"SELECT {calls}")

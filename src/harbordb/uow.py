@@ -21,14 +21,18 @@ again raises `UnitOfWorkClosed`. Database errors leave it as harbordb errors
 
 After the block its objects are detached: what a read loaded stays readable
 (render after the block), what it did not load raises at once. A block that
-ends without a commit and wrote nothing (every ``read_only=True`` block)
-keeps them so at no expire pass. One that wrote (`harbordb.writetracking`
-says what counts) or holds unflushed changes expires every object it loaded:
-any of them may show uncommitted data (a new row in a collection, a
-trigger's value), so after the block each raises `DetachedInstanceError`.
+committed, or ended without a commit and wrote nothing (every
+``read_only=True`` block), detaches them all at once (`harbordb.detaching`):
+no expire pass, no work per object. One that wrote (`harbordb.writetracking`
+says what counts) or holds unflushed changes and did not commit expires every
+object it loaded: any of them may show uncommitted data (a new row in a
+collection, a trigger's value), so after the block each raises
+`DetachedInstanceError`.
 
-Transaction settings (read only, timeouts, row-level security role and
-claims) are applied in the transaction's first statement, as
+READ ONLY and the isolation level travel with BEGIN, which SQLAlchemy sends
+with the transaction's first statement (a block that runs none sends
+nothing). The other settings (timeouts, row-level security role and claims)
+are applied in one statement when the block starts, as
 ``set_config(name, value, true)``: that is ``SET LOCAL`` in function form,
 so names and values travel as bind parameters, nothing is interpolated into
 SQL, and everything ends with the transaction, which keeps it safe behind
@@ -46,8 +50,9 @@ from typing import Any, Literal, Self, TypedDict, TypeVar, get_args
 
 import anyio
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from harbordb.detaching import detach_all
 from harbordb.errors import (
     AfterCommitError,
     CommitUncertain,
@@ -139,6 +144,7 @@ class UnitOfWork:
             claims_setting=claims_setting,
         )
         self._role = role
+        self._read_only = read_only
         self._timeout = None if timeout is None else milliseconds("timeout", timeout) / 1000
         self._gate = gate
         self._holds_slot = False
@@ -175,7 +181,13 @@ class UnitOfWork:
 
     async def _begin(self, deadline: float) -> None:
         """Connect and apply the settings now, so that an unreachable server fails at
-        `async with`; within `deadline`, which also caps the statement timeout."""
+        `async with`; within `deadline`, which also caps the statement timeout.
+
+        READ ONLY and the isolation level go with BEGIN (which SQLAlchemy sends
+        with the first statement), the other settings in one statement now. A
+        unit of work joined to an open transaction sets READ ONLY in that
+        statement too: its transaction has begun.
+        """
         settings = dict(self._settings)
         if deadline < math.inf:
             remaining = max(1, math.ceil((deadline - anyio.current_time()) * 1000))
@@ -183,22 +195,38 @@ class UnitOfWork:
             if given is None or int(given.removesuffix("ms")) > remaining:
                 settings["statement_timeout"] = f"{remaining}ms"
         bind = self._session.sync_session.get_bind()
-        track_writes(bind if isinstance(bind, Engine) else bind.engine)
-        with anyio.move_on_after(deadline - anyio.current_time()) as scope, translating():
-            level = self._isolation_level
-            options = {"isolation_level": level} if level else None
-            connection = await self._session.connection(execution_options=options)
-            if settings:
-                statement, params = setup_statement(settings)
-                await self._session.execute(statement, params)
-        if scope.cancelled_caught:
-            raise Unavailable(
-                f"the unit of work's timeout ({self._timeout:.3g} s) passed while connecting "
-                "to the database (or waiting for the pooler to hand out a server connection)",
-                waited=True,
-            )
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        track_writes(engine)
+        options: dict[str, Any] = {}
+        if self._isolation_level:
+            options["isolation_level"] = self._isolation_level
+        if bind is engine and "transaction_read_only" in settings:  # not joined
+            del settings["transaction_read_only"]
+            options["postgresql_readonly"] = True  # BEGIN READ ONLY
+        if deadline == math.inf:
+            with translating():
+                connection = await self._connect(options or None, settings)
+        else:
+            with anyio.move_on_after(deadline - anyio.current_time()) as scope, translating():
+                connection = await self._connect(options or None, settings)
+            if scope.cancelled_caught:
+                raise Unavailable(
+                    f"the unit of work's timeout ({self._timeout:.3g} s) passed while "
+                    "connecting to the database (or waiting for the pooler to hand out a "
+                    "server connection)",
+                    waited=True,
+                )
         self._connection_info = connection.info
         start_tracking(self._connection_info)  # the settings above are no write
+
+    async def _connect(
+        self, options: dict[str, Any] | None, settings: Mapping[str, str]
+    ) -> AsyncConnection:
+        connection = await self._session.connection(execution_options=options)
+        if settings:
+            statement, params = setup_statement(settings)
+            await self._session.execute(statement, params)
+        return connection
 
     async def __aexit__(
         self,
@@ -220,11 +248,12 @@ class UnitOfWork:
     async def _finish(self) -> None:
         """Roll back unless committed, close the session, end the unit of work.
 
-        The loaded objects are detached. When nothing was written (`_wrote`),
-        they are expunged before the rollback, so it has none to expire: they
-        keep the committed values they were read with, at no expire pass. When
-        something was written, the ORM rollback expires them all: none can show
-        an uncommitted value as if it were committed.
+        The loaded objects are detached. When nothing was written (`_wrote`) or
+        the unit of work committed, all at once (`harbordb.detaching`): they keep
+        the committed values they were read with, at no per-object cost, and the
+        close rolls the connection back. When something was written and not
+        committed, the ORM rollback expires them all first: none can show an
+        uncommitted value as if it were committed.
 
         Shielded from cancellation for up to `CLEANUP_TIMEOUT` seconds: an anyio
         cancel scope cancels every await until it exits, which would cut the
@@ -234,11 +263,10 @@ class UnitOfWork:
         rollback = self._state == "open"
         if rollback:
             self._state = "closed"
+        expire = rollback and self._wrote()
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLEANUP_TIMEOUT):
             try:
-                if rollback:
-                    if not self._wrote():
-                        self._session.expunge_all()
+                if expire:
                     with translating():
                         await self._session.rollback()
             finally:
@@ -247,7 +275,10 @@ class UnitOfWork:
                 if self._detector is not None:
                     self._detector.detach()
                 try:
-                    await self._session.close()
+                    if not expire:
+                        detach_all(self._session.sync_session)
+                    with translating():
+                        await self._session.close()
                 finally:
                     self._release_slot()
 
@@ -262,7 +293,7 @@ class UnitOfWork:
         session = self._session
         if session.new or session.dirty or session.deleted:
             return True
-        if self._connection_info is not None and self._settings.get("transaction_read_only"):
+        if self._connection_info is not None and self._read_only:
             return False
         return has_written(self._connection_info)
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from benchmarks.counting import count_round_trips
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tests.library.models import Author, Book, BookStatus
@@ -305,6 +306,23 @@ async def test_read_only_refuses_writes(database: Database) -> None:
         async with database.unit_of_work(read_only=True) as uow:
             await uow.session.execute(insert(Author).values(email=_email(), name="x"))
     assert caught.value.sqlstate == "25006"  # read_only_sql_transaction
+
+
+async def test_read_only_goes_with_begin(database: Database) -> None:
+    """READ ONLY alone costs no statement and no round trip of its own: BEGIN READ ONLY,
+    the statement (prepare, execute), ROLLBACK."""
+    current = select(func.current_setting("transaction_read_only"))
+    async with database.unit_of_work(read_only=True) as uow:  # a connection just checked in
+        await uow.session.execute(current)
+    with count_queries(database) as queries, count_round_trips() as trips:
+        async with database.unit_of_work(read_only=True) as uow:
+            assert (await uow.session.execute(current)).scalar_one() == "on"
+    assert queries.count == 1
+    assert trips[0] == 4
+    with count_round_trips() as trips:
+        async with database.unit_of_work(read_only=True):
+            pass  # nothing begun, nothing to roll back
+    assert trips[0] == 0
 
 
 async def test_settings_cost_one_statement(database: Database) -> None:

@@ -16,15 +16,20 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import event, func, insert, inspect, select, text, update
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Session, defer, object_session
+from sqlalchemy.orm import session as orm_session
 from sqlalchemy.orm.exc import DetachedInstanceError
+from sqlalchemy.orm.identity import IdentityMap
 from tests.library.models import Author, Base, Book, Genre
 from tests.library.repositories import LibraryWork
 from tests.library.seed import delete_seeded, seed_books
 
 from harbordb import Database
+from harbordb.detaching import IDENTITY_MAP_KILL, INTERNALS
+from harbordb.errors import DatabaseError
 from harbordb.testing.plugin import rolled_back_connection
 
 SEED_PREFIX = "endings"  # these tests commit: `author_id` deletes what is seeded under it
@@ -57,6 +62,21 @@ def expire_events() -> Iterator[list[object]]:
         yield expired
     finally:
         event.remove(Base, "expire", on_expire)
+
+
+@contextmanager
+def detach_events() -> Iterator[list[object]]:
+    """One entry per object any session detaches one by one (expunge, close) meanwhile."""
+    detached: list[object] = []
+
+    def on_detach(session: Session, instance: object) -> None:
+        detached.append(instance)
+
+    event.listen(Session, "persistent_to_detached", on_detach)
+    try:
+        yield detached
+    finally:
+        event.remove(Session, "persistent_to_detached", on_detach)
 
 
 def assert_readable(author: Author, author_id: int) -> None:
@@ -153,6 +173,64 @@ async def test_a_write_counts_as_an_expire_pass_and_a_read_does_not(
     assert_expired(author)
 
 
+# -- no per-object work at the end ---------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["read only", "leave", "commit"])
+async def test_objects_are_detached_at_once_when_nothing_was_written(
+    db: Database[LibraryWork], author_id: int, ending: str
+) -> None:
+    """The end visits no object (none passes `persistent_to_detached` or is expired), yet
+    every one is detached: readable, unloaded parts raise, free to join another session."""
+    with detach_events() as detached, expire_events() as expired:
+        async with db.unit_of_work(read_only=ending == "read only") as uow:
+            author = await read(uow, author_id)
+            if ending == "commit":
+                await uow.commit()
+    assert (detached, expired) == ([], [])
+    assert_readable(author, author_id)
+    for loaded in (author, *author.books):
+        assert inspect(loaded).detached
+        assert object_session(loaded) is None
+    async with db.unit_of_work() as uow:
+        uow.session.add(author)  # never "already attached to session ..."
+        assert author in uow.session
+        assert await uow.authors.get(author_id) is author
+
+
+async def test_a_column_not_loaded_raises_after_the_block(
+    db: Database[LibraryWork], author_id: int
+) -> None:
+    async with db.unit_of_work(read_only=True) as uow:
+        statement = select(Author).where(Author.id == author_id).options(defer(Author.name))
+        author = (await uow.session.scalars(statement)).one()
+    assert author.id == author_id
+    with pytest.raises(DetachedInstanceError):
+        _ = author.name  # would need a query: the session is gone
+
+
+async def test_a_unit_of_work_that_wrote_detaches_one_by_one(
+    db: Database[LibraryWork], author_id: int
+) -> None:
+    """The contrast: the listener above does see the objects of an ending that expires."""
+    with detach_events() as detached:
+        async with db.unit_of_work() as uow:
+            author = await read(uow, author_id)
+            books = list(author.books)
+            await uow.genres.add(Genre(name=f"{SEED_PREFIX}-{uuid.uuid4()}"))
+    assert {id(author), *map(id, books)} <= set(map(id, detached))
+
+
+def test_the_sqlalchemy_internals_detaching_reads_are_there() -> None:
+    """`harbordb.detaching` reads these (SQLAlchemy pinned below 2.2): fail loudly if gone."""
+    for name in INTERNALS:
+        assert hasattr(orm_session, name), f"sqlalchemy.orm.session.{name} is gone"
+    assert callable(getattr(IdentityMap, IDENTITY_MAP_KILL, None))
+    session = Session()
+    assert orm_session._sessions[session.hash_key] is session
+    assert isinstance(orm_session._new_sessionid(), int)
+
+
 # -- joined to an outer connection (how tests run units of work) --------------------
 
 
@@ -181,6 +259,26 @@ async def test_joined_readable_and_its_savepoint_rolled_back(
     assert await _setting(outer, "statement_timeout") == before
     assert outer.in_transaction()
     assert not outer.in_nested_transaction()
+
+
+async def test_joined_read_only_ends_with_its_savepoint(
+    db: Database[LibraryWork], outer: AsyncConnection, author_id: int
+) -> None:
+    """Joined to an open transaction, READ ONLY cannot go with BEGIN: it is set in the
+    savepoint, refuses writes there, and is gone with it."""
+    inside: list[str] = []
+
+    async def write_in_a_read_only_block() -> None:
+        async with db.unit_of_work(connection=outer, read_only=True) as uow:
+            inside.append(await _setting(await uow.session.connection(), "transaction_read_only"))
+            await uow.session.execute(insert(Genre).values(name=f"{SEED_PREFIX}-refused"))
+
+    with pytest.raises(DatabaseError) as caught:
+        await write_in_a_read_only_block()
+    assert inside == ["on"]
+    assert caught.value.sqlstate == "25006"  # read_only_sql_transaction
+    assert await _setting(outer, "transaction_read_only") == "off"
+    assert outer.in_transaction()
 
 
 async def test_joined_write_is_rolled_back_and_expired(
