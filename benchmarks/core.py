@@ -80,9 +80,11 @@ VARIANT_LABELS = {
     "subqueryload": "ORM subqueryload",
     "repository": "harbordb repository method",
     "repository-view": "harbordb read model (catalog_cards, history: projections) (W2, W3)",
-    "projection": "harbordb.Projection in a unit of work: one statement (W2, W3, W4)",
+    "projection": "harbordb.Projection in a unit of work, frozen dataclasses, shape chosen per "
+    "read (stmts 1: nested aggregates; 2: one = ANY statement per level)",
+    "projection-nested": "harbordb.Projection, per_level=False: always one statement (W4)",
     "projection-levels": "harbordb.Projection, per_level=True: one = ANY statement per level (W4)",
-    "projection-struct": "harbordb.Projection of msgspec Structs, one statement (W4)",
+    "projection-struct": "harbordb.Projection of msgspec Structs, shape chosen per read",
     "asyncpg-in-cols": "raw asyncpg, same shape as asyncpg-in, only the projection's columns",
     "asyncpg-one": "raw asyncpg, one statement with nested array_agg(ROW(...)) (W2, W3)",
     "repository-named": "harbordb repository method, named_statements=True (W1, W2, W3)",

@@ -26,6 +26,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from benchmarks.core import Case, Lab, Variant
 from benchmarks.counting import count_round_trips, count_statements
@@ -119,6 +120,21 @@ async def _operations(variant: Variant) -> list[int]:
     if variant.concurrency == 1:
         return [await variant.op()]
     return list(await asyncio.gather(*(variant.op() for _ in range(variant.concurrency))))
+
+
+async def driver_floor_kib(raw: Any) -> float:
+    """The tracemalloc peak of ``SELECT 1`` on raw asyncpg: what any read allocates
+    around its rows (asyncio's 256 KiB receive buffer, allocated per socket read)."""
+    await raw.fetch("SELECT 1")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        await raw.fetch("SELECT 1")
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    return round(max(peak, 0) / 1024, 1)
 
 
 async def _instrumented(variant: Variant, lab: Lab) -> Measurement:

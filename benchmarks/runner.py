@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks import environment, goals, markdown, peer, psycopg_peer, seed
 from benchmarks.core import Lab
-from benchmarks.measure import MIN_ROUNDS, run_case, steps
+from benchmarks.measure import MIN_ROUNDS, driver_floor_kib, run_case, steps
 from benchmarks.options import DEFAULT_WORKLOADS, BenchOptions
 from benchmarks.report import print_report
 from benchmarks.results import SCHEMA, case_record, workload_record, write_json
@@ -69,6 +69,7 @@ async def _measure(
                     lab.psycopg = await psycopg_peer.start(
                         target.url, db.settings, stack, lab_notes
                     )
+                floor = await driver_floor_kib(raw)
                 workloads = await _run_workloads(options, lab, console)
         finally:
             await seed.empty(direct)
@@ -79,6 +80,7 @@ async def _measure(
         "dataset": {**asdict(dataset), "seconds_to_seed": round(seeded_in, 2)},
         "workloads": workloads,
         "figures": figures,
+        "memory_floor_kib": floor,
     }
 
 
@@ -171,6 +173,7 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
             "operation, above what was allocated before it",
         },
         "dataset": measured["dataset"],
+        "memory_floor_kib": measured["memory_floor_kib"],
         "workloads": measured["workloads"],
         "figures": measured["figures"],
         "notes": notes,

@@ -18,6 +18,7 @@ from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
 from benchmarks import named, peer, psycopg_peer, psycopg_raw
 from benchmarks.core import Case, Lab, Op, Variant, Workload
+from benchmarks.workloads.structs import LIVE_CARD_STRUCTS
 from harbor_commerce.models import Product, Tag, product_tags
 from harbor_commerce.models import Variant as VariantModel
 from harbor_commerce.readmodels import PRODUCT_CARDS
@@ -289,12 +290,14 @@ def _card_size(cards: Any) -> int:
 _LIVE_CARDS = PRODUCT_CARDS.where(lambda product: product.archived_at.is_(None))
 
 
-def w2_projection(lab: Lab) -> Op:
-    """`harbordb.Projection` straight from a unit of work: one statement, frozen cards."""
+def w2_projection(lab: Lab, *, structs: bool = False) -> Op:
+    """`harbordb.Projection` straight from a unit of work (shape chosen per read: one
+    statement for a page of 50), frozen cards; `structs`: msgspec Structs."""
+    read = LIVE_CARD_STRUCTS if structs else _LIVE_CARDS
 
     async def op() -> int:
         async with lab.db.unit_of_work() as uow:
-            page = await _LIVE_CARDS.page(uow, limit=lab.sizes.page_size, order_by=("name",))
+            page = await read.page(uow, limit=lab.sizes.page_size, order_by=("name",))
             return _card_size(page.items)
 
     return op
@@ -364,6 +367,7 @@ async def _w2_cases(lab: Lab) -> list[Case]:
         Variant("repository-view", w2_repository_view(lab)),
         Variant("core-in", w2_core_in(lab)),
         Variant("projection", w2_projection(lab)),
+        Variant("projection-struct", w2_projection(lab, structs=True)),
         Variant("asyncpg-in", w2_asyncpg_in(lab)),
         Variant("asyncpg-in-cols", w2_asyncpg_in_cols(lab)),
         Variant("asyncpg-one", w2_asyncpg_one(lab)),

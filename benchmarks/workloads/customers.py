@@ -179,11 +179,15 @@ _FIRST_N = Projection(CustomerRow, Customer, orders=Projection(OrderRow, Order))
 )
 
 
-def projection(lab: Lab, n: int, *, per_level: bool = False, structs: bool = False) -> Op:
-    """`harbordb.Projection` in a unit of work: one statement, each customer's orders
-    nested as an array of records; `per_level`: customers, then their orders with one
-    ``= ANY`` statement; `structs`: msgspec Structs instead of frozen dataclasses."""
+def projection(lab: Lab, n: int, *, per_level: bool | None = None, structs: bool = False) -> Op:
+    """`harbordb.Projection` in a unit of work. `per_level` False: one statement, each
+    customer's orders nested as an array of records; True: customers, then their
+    orders with one ``= ANY`` statement; None: the shape the projection chooses per
+    read (a projection of its own per N, so one N's reads do not teach another's).
+    `structs`: msgspec Structs instead of frozen dataclasses."""
     read = _FIRST_N_STRUCTS if structs else _FIRST_N
+    if per_level is None:
+        read = read.where()  # its own record of the widths it read
 
     async def op() -> int:
         async with lab.db.unit_of_work() as uow:
@@ -201,6 +205,7 @@ def _variants(lab: Lab, n: int, keys: tuple[str, ...]) -> list[Variant]:
         "subqueryload": lambda: orm(lab, n, subqueryload),
         "repository": lambda: repository(lab, n),
         "projection": lambda: projection(lab, n),
+        "projection-nested": lambda: projection(lab, n, per_level=False),
         "projection-levels": lambda: projection(lab, n, per_level=True),
         "projection-struct": lambda: projection(lab, n, structs=True),
         "core-in": lambda: core_in(lab, n),
@@ -240,6 +245,7 @@ async def _scale_cases(lab: Lab) -> list[Case]:
         "subqueryload",
         "repository",
         "projection",
+        "projection-nested",
         "projection-levels",
         "projection-struct",
         "core-in",

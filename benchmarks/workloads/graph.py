@@ -17,6 +17,7 @@ from sqlalchemy.orm import joinedload, lazyload, selectinload, subqueryload
 
 from benchmarks import named, peer, psycopg_peer, psycopg_raw
 from benchmarks.core import Case, Lab, Op, Variant, Workload
+from benchmarks.workloads.structs import HISTORY_STRUCTS
 from harbor_commerce.models import Customer, Order, OrderItem, Product
 from harbor_commerce.models import Variant as VariantModel
 from harbor_commerce.readmodels import CUSTOMER_HISTORY
@@ -184,12 +185,14 @@ def asyncpg_json(lab: Lab) -> Op:
     return op
 
 
-def projection(lab: Lab) -> Op:
-    """`CUSTOMER_HISTORY` (`harbordb.Projection`) in a unit of work: one statement."""
+def projection(lab: Lab, *, structs: bool = False) -> Op:
+    """`CUSTOMER_HISTORY` (`harbordb.Projection`) in a unit of work: one statement (`get`
+    nests); `structs`: the same as msgspec Structs."""
+    read = HISTORY_STRUCTS if structs else CUSTOMER_HISTORY
 
     async def op() -> int:
         async with lab.db.unit_of_work() as uow:
-            history = await CUSTOMER_HISTORY.get(uow, lab.dataset.customer_id)
+            history = await read.get(uow, lab.dataset.customer_id)
             assert history is not None
             return 1 + sum(1 + 3 * len(order.lines) for order in history.orders)
 
@@ -262,6 +265,7 @@ async def _cases(lab: Lab) -> list[Case]:
         Variant("repository-view", repository_view(lab)),
         Variant("core-in", core_in(lab)),
         Variant("projection", projection(lab)),
+        Variant("projection-struct", projection(lab, structs=True)),
         Variant("asyncpg-in", asyncpg_in(lab)),
         Variant("asyncpg-in-cols", asyncpg_in_cols(lab)),
         Variant("asyncpg-one", asyncpg_one(lab)),

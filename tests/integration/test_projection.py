@@ -22,6 +22,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
     MetaData,
     String,
     Table,
@@ -34,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from harbordb import Database, Repository, assert_max_queries, count_queries
 from harbordb.errors import ConfigurationError, DatabaseError, InvalidCursor, Timeout
-from harbordb.projection import Projection, related
+from harbordb.projection import Projection, reads, related
 from harbordb.projection.driver import ADAPTER_MEMBERS, SESSION_TRANSACTION_MEMBER, held
 
 SCHEMA = "projection_library"
@@ -98,6 +99,26 @@ class Book(Base):
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     publisher: Mapped[Publisher | None] = relationship(lazy="raise")
     author: Mapped[Author] = relationship(lazy="raise", back_populates="books")
+
+
+class Edition(Base):
+    """A composite key: `Edition.printings` joins on two column pairs."""
+
+    __tablename__ = "editions"
+    book_id: Mapped[int] = mapped_column(ForeignKey("books.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True)
+    printings: Mapped[list[Printing]] = relationship(lazy="raise")
+
+
+class Printing(Base):
+    __tablename__ = "printings"
+    __table_args__ = (
+        ForeignKeyConstraint(["book_id", "edition"], ["editions.book_id", "editions.number"]),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    book_id: Mapped[int] = mapped_column(BigInteger)
+    edition: Mapped[int] = mapped_column()
+    copies: Mapped[int] = mapped_column()
 
 
 try:  # the `fast` extra, part of `dev`
@@ -196,6 +217,8 @@ ROWS = [
     "(10, 1, 1, 'Tides', 'new', '2026-01-02T03:04:05+00'), "
     "(11, 1, NULL, 'Anchors', 'old', '2026-01-02T03:04:05+00'), "
     "(12, 2, 1, 'Gulls', 'old', '2026-01-02T03:04:05+00')",
+    "INSERT INTO {s}.editions VALUES (10, 1), (10, 2)",
+    "INSERT INTO {s}.printings VALUES (1, 10, 1, 500), (2, 10, 1, 300), (3, 10, 2, 100)",
 ]
 
 
@@ -302,6 +325,68 @@ async def test_per_level_reads_equal_the_nested_ones(db: Database) -> None:
         assert await BOOK_ROWS.all(uow, order_by=("title",), per_level=True) == (
             await BOOK_ROWS.all(uow, order_by=("title",))
         )
+
+
+async def test_the_shape_is_chosen_per_read(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default a read nests until it is expected to return `WIDE` root rows or more
+    (from its limit, or from what the same read returned last time), then goes per
+    level: the same objects either way. `get` nests; an explicit `per_level` wins."""
+    monkeypatch.setattr(reads, "WIDE", 3)
+    cards = CARDS.where()  # a record of past reads of its own
+    async with db.unit_of_work() as uow:
+        expected = await CARDS.all(uow, order_by=("name",), per_level=False)
+        assert len(expected) == 4
+
+        async def statements(read: Any) -> tuple[Any, int]:
+            with count_queries(db) as queries:
+                found = await read
+            return found, queries.count
+
+        assert await statements(cards.all(uow, order_by=("name",))) == (expected, 1)  # first
+        assert await statements(cards.all(uow, order_by=("name",))) == (expected, 5)  # 4 last
+        assert await statements(cards.all(uow, order_by=("name",), limit=2)) == (expected[:2], 1)
+        page, count = await statements(cards.page(uow, limit=3, order_by=("name",)))
+        assert (page.items, count) == (tuple(expected[:3]), 5)  # a limit of 3
+        assert await statements(cards.get(uow, 1)) == (expected[0], 1)
+        assert await statements(cards.all(uow, order_by=("name",), per_level=False)) == (
+            expected,
+            1,
+        )
+        rows = BOOK_ROWS.where()  # no relationships: one statement whatever the width
+        await rows.all(uow)
+        assert (await statements(rows.all(uow)))[1] == 1
+
+
+@dataclass(frozen=True, slots=True)
+class PrintingRow:
+    id: int
+    copies: int
+
+
+@dataclass(frozen=True, slots=True)
+class EditionRow:
+    number: int
+    printings: tuple[PrintingRow, ...]
+
+
+async def test_relationships_the_per_level_shape_cannot_follow_nest(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relationship on two column pairs: per_level=True is refused, the automatic
+    shape nests even when the read is wide."""
+    monkeypatch.setattr(reads, "WIDE", 1)
+    editions = Projection(EditionRow, Edition, printings=Projection(PrintingRow, Printing))
+    expected = [
+        EditionRow(1, (PrintingRow(1, 500), PrintingRow(2, 300))),
+        EditionRow(2, (PrintingRow(3, 100),)),
+    ]
+    async with db.unit_of_work() as uow:
+        with pytest.raises(ConfigurationError, match="one column pair"):
+            await editions.all(uow, order_by=("number",), per_level=True)
+        for _ in range(2):
+            with count_queries(db) as queries:
+                assert await editions.all(uow, order_by=("number",)) == expected
+            assert queries.count == 1
 
 
 async def test_msgspec_structs_are_projections_too(db: Database) -> None:

@@ -27,12 +27,13 @@ builds the objects from asyncpg's rows on the unit of work's connection::
         card = await AUTHOR_CARDS.get(uow, author_id)        # AuthorCard | None
         page = await AUTHOR_CARDS.page(uow, limit=20, order_by=("name",))
 
-Projection classes are dataclasses, or ``msgspec.Struct`` subclasses (the
-``fast`` extra), which build about ten times faster.
+Projection classes are dataclasses (slotted frozen ones are built fastest:
+`harbordb.projection.build`), or ``msgspec.Struct`` subclasses (the ``fast``
+extra), built in C.
 
-Wide reads (thousands of parents) pass ``per_level=True``: one ``= ANY``
-statement per relationship instead of nested aggregates
-(`harbordb.projection.levels`).
+Wide reads (a hundred parents or more) read each relationship with one ``= ANY``
+statement instead of nesting it (`harbordb.projection.levels`): chosen per
+read, or forced with ``per_level=True`` / ``False``.
 
 Projections are not ORM objects: they are not in the session, cannot load
 anything later, and cannot be changed. Read with them; write through the

@@ -1,12 +1,12 @@
 """The per-level shape: one ``= ANY`` statement per relationship, for wide reads.
 
 Nested aggregates build one array per parent on the server, and the client
-decodes each; with thousands of parents two flat statements cost less
-(benchmarks/README.md, W4). With ``per_level=True`` a projection reads its
-root rows, then each relationship as one statement taking all the parents'
-keys as a single array parameter (``child.fk = ANY($1)``, the same SQL for 5
-parents and for 5,000), level by level, and builds the objects bottom-up.
-Relationships must join on one column pair.
+decodes each record of them apart; from about a hundred parents flat rows
+cost less to decode (benchmarks/README.md, W4). Per level, a projection reads
+its root rows, then each relationship as one statement taking all the
+parents' keys as a single array parameter (``child.fk = ANY($1)``, the same
+SQL for 5 parents and for 5,000), level by level, and builds the objects
+bottom-up. Relationships must join on one column pair (others always nest).
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ from harbordb.projection.sql import Aliases, build_of, columns
 
 T = TypeVar("T")
 
+WIDE = 100
+"""Root rows from which a read of automatic shape goes per level (benchmarks/README.md, W4)."""
+
 Filter = Callable[[Any], ColumnElement[bool]]
 """A condition on the projection's root model: called with its aliased entity."""
 
@@ -67,8 +70,17 @@ class Projection(Generic[T]):
     Each field of `cls` names a column of `model` (by default, the column of
     the same name), or is given as a keyword: a column attribute, a callable
     building an expression from the model's aliased entity, a `Projection`
-    of the relationship of that name, or `related(...)`. The read is one
-    statement however deep the tree: relationships are nested aggregates.
+    of the relationship of that name, or `related(...)`.
+
+    Two shapes, the same objects: one statement however deep the tree, each
+    relationship a nested aggregate (cheapest for a page or one graph), or one
+    ``= ANY`` statement per relationship (cheaper to decode for wide reads:
+    `harbordb.projection.levels`). Reads choose with ``per_level``: False,
+    True, or None (the default): nested, unless the read is expected to
+    return `WIDE` root rows or more, from its limit and from what the same
+    read returned last time (so an `all` without a limit nests the first
+    time). `get` nests; projections without relationships are one statement
+    either way.
 
     Declare projections once, at import; their SQL is compiled on first use
     per read shape and reused (statements and bind parameters, nothing
@@ -79,7 +91,13 @@ class Projection(Generic[T]):
     def __init__(self, cls: type[T], model: type[Any], /, **fields: Any) -> None:
         self.node: Node = resolve(cls, model, fields)
         self._filters: tuple[Filter, ...] = ()
+        self._reset()
+
+    def _reset(self) -> None:
         self._compiled: dict[tuple[Any, ...], Compiled] = {}
+        self._widths: dict[tuple[Any, ...], int] = {}  # root rows of the last read, per shape
+        self._nests = any(field.kind != "column" for field in self.node.fields)
+        self._levels_refused = False  # a relationship the per-level shape cannot follow
 
     @property
     def cls(self) -> type[T]:
@@ -97,7 +115,7 @@ class Projection(Generic[T]):
         restricted: Projection[T] = object.__new__(Projection)
         restricted.node = self.node
         restricted._filters = (*self._filters, *conditions)
-        restricted._compiled = {}
+        restricted._reset()
         return restricted
 
     # -- reads -------------------------------------------------------------
@@ -107,12 +125,12 @@ class Projection(Generic[T]):
         source: Any,
         *key: Any,
         params: dict[str, Any] | None = None,
-        per_level: bool = False,
+        per_level: bool | None = None,
     ) -> T | None:
         """The object whose primary key is `key`, or None. One statement (with
-        `per_level`, one per relationship more: see `harbordb.projection.levels`)."""
+        ``per_level=True``, one per relationship more: see `harbordb.projection.levels`)."""
         connection = await driver.held(source)
-        compiled = self._compile(("get", per_level), connection.dialect)
+        compiled = self._compile(("get", bool(per_level)), connection.dialect)
         pk = self.node.mapper.primary_key
         if len(key) != len(pk):
             raise TypeError(f"{self.node.model.__name__} has a {len(pk)}-column primary key")
@@ -131,17 +149,18 @@ class Projection(Generic[T]):
         order_by: Sequence[str] = (),
         limit: int | None = None,
         params: dict[str, Any] | None = None,
-        per_level: bool = False,
+        per_level: bool | None = None,
     ) -> list[T]:
-        """Every matching object in `order_by` order (then by primary key). One statement
-        (with `per_level`, one per relationship more)."""
+        """Every matching object in `order_by` order (then by primary key). One statement,
+        or one per relationship more (`per_level`; by default chosen per read: `_per_level`)."""
         connection = await driver.held(source)
-        shape = ("all", tuple(order_by), limit is not None, per_level)
-        compiled = self._compile(shape, connection.dialect)
+        read = ("all", tuple(order_by), limit is not None)
+        compiled = self._choose(read, per_level, limit, connection.dialect)
         values = dict(params or {})
         if limit is not None:
             values["_limit"] = _positive(limit)
         rows = await driver.fetch(connection, compiled.sql, compiled.arguments(values))
+        self._widths[read] = len(rows)
         return await assemble(connection, rows, compiled.levels, compiled.build)
 
     async def page(
@@ -152,17 +171,18 @@ class Projection(Generic[T]):
         limit: int = 50,
         order_by: Sequence[str] = (),
         params: dict[str, Any] | None = None,
-        per_level: bool = False,
+        per_level: bool | None = None,
     ) -> Page[T]:
-        """A keyset page of `limit` objects after cursor `after`. One statement.
+        """A keyset page of `limit` objects after cursor `after`. One statement (or one
+        per relationship more: `per_level`, by default chosen per read: `_per_level`).
 
         Ordered by `order_by` (attribute names, "-name" descending; NOT NULL
         columns), then the primary key. Cursors are those of `Repository.page`
         for the same model and ordering: one made by either works in the other.
         """
-        shape = ("page", tuple(order_by), after is not None, per_level)
+        read = ("page", tuple(order_by), after is not None)
         connection = await driver.held(source)
-        compiled = self._compile(shape, connection.dialect)
+        compiled = self._choose(read, per_level, _positive(limit), connection.dialect)
         keys, fp = compiled.keys, compiled.fingerprint
         values = dict(params or {})
         values["_limit"] = _positive(limit) + 1  # one more row tells whether a next page exists
@@ -170,6 +190,7 @@ class Projection(Generic[T]):
             for i, value in enumerate(decode_cursor(after, fp, keys)):
                 values[f"_after_{i}"] = value
         rows = await driver.fetch(connection, compiled.sql, compiled.arguments(values))
+        self._widths[read] = len(rows)
         has_more = len(rows) > limit
         if has_more:
             del rows[limit:]
@@ -179,6 +200,30 @@ class Projection(Generic[T]):
             cursor = encode_cursor(fp, [last[i] for i in compiled.key_columns])
         items = await assemble(connection, rows, compiled.levels, compiled.build)
         return Page(tuple(items), cursor, has_more)
+
+    def _per_level(self, read: tuple[Any, ...], limit: int | None) -> bool:
+        """Whether a read of automatic shape goes per level: when it is expected to
+        return `WIDE` root rows or more, expected from its limit and from the number
+        the same read returned last time (an `all` without a limit has only that, so
+        its first read nests). Projections without relationships, or with one the
+        per-level shape cannot follow, always nest."""
+        if not self._nests or self._levels_refused:
+            return False
+        expected = self._widths.get(read)
+        if limit is not None:
+            expected = limit if expected is None else min(expected, limit)
+        return expected is not None and expected >= WIDE
+
+    def _choose(
+        self, read: tuple[Any, ...], per_level: bool | None, limit: int | None, dialect: Dialect
+    ) -> Compiled:
+        """The compiled read, of the shape asked for, or chosen (`_per_level`)."""
+        if per_level is None and self._per_level(read, limit):
+            try:
+                return self._compile((*read, True), dialect)
+            except ConfigurationError:  # e.g. a relationship on two column pairs
+                self._levels_refused = True
+        return self._compile((*read, bool(per_level)), dialect)
 
     # -- compiling ---------------------------------------------------------
 

@@ -128,7 +128,8 @@ def resolve(cls: type[Any], model: type[Any], sources: dict[str, Any]) -> Node:
 
 def field_names(cls: Any) -> list[str]:
     """The constructor's fields, in order: of a dataclass, or of a `msgspec.Struct`
-    (built in C, about ten times faster than a frozen dataclass: benchmarks/README.md)."""
+    (built in C, about two to three times faster than a slotted frozen dataclass:
+    benchmarks/README.md)."""
     if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         return [f.name for f in dataclasses.fields(cls) if f.init]
     try:
