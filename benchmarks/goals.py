@@ -119,9 +119,12 @@ def _memory_goal(run: dict[str, Any], subject: str, factor: float) -> dict[str, 
             f"({below:.2f}x below"
         )
         if floor and mine["peak_memory_kib"] > floor:
-            # What the read itself allocated, over the peak of a bare SELECT 1.
-            net = (orm["peak_memory_kib"] - floor) / (mine["peak_memory_kib"] - floor)
-            part += f"; {net:.1f}x above the {floor:,.0f} KiB of a bare SELECT 1"
+            # What the reads allocated beyond the peak of a bare SELECT 1 (the driver's floor).
+            mine_net, orm_net = mine["peak_memory_kib"] - floor, orm["peak_memory_kib"] - floor
+            part += (
+                f"; beyond a bare SELECT 1's {floor:,.0f} KiB: {mine_net:,.0f} vs "
+                f"{orm_net:,.0f} KiB, {orm_net / mine_net:.1f}x"
+            )
         parts.append(part + ")")
     return _goal(goal, "; ".join(parts), "met" if met else "not met")
 
