@@ -34,6 +34,9 @@ class Variant:
     # both its query logger and SQLAlchemy's cursor.
     hidden_statements: int = 0
     raw: Any | None = None  # whose asyncpg query logger to count, when not the lab's
+    # Runs once untimed before every case, not only the workload's first: a projection
+    # of automatic shape learns its read's width, so its counts show the shape timed.
+    prime: bool = False
 
 
 @dataclass

@@ -165,8 +165,8 @@ async def run_case(
 ) -> CaseRun:
     """Measure every variant of `case`; `advance(description)` reports each step."""
     sizes = lab.sizes
-    if warm_up:
-        for variant in case.variants:
+    for variant in case.variants:
+        if warm_up or variant.prime:
             advance(f"{case.label} {variant.key}: warm-up")
             await _operations(variant)
             if variant.reset is not None:

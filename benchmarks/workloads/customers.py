@@ -212,7 +212,8 @@ def _variants(lab: Lab, n: int, keys: tuple[str, ...]) -> list[Variant]:
         "asyncpg-in": lambda: asyncpg_in(lab, n),
         "asyncpg-json": lambda: asyncpg_json(lab, n),
     }
-    return [Variant(key, makers[key]()) for key in keys]
+    automatic = {"projection", "projection-struct"}  # shape chosen per read: primed per case
+    return [Variant(key, makers[key](), prime=key in automatic) for key in keys]
 
 
 async def _nplus1_cases(lab: Lab) -> list[Case]:
