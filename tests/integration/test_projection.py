@@ -328,9 +328,10 @@ async def test_per_level_reads_equal_the_nested_ones(db: Database) -> None:
 
 
 async def test_the_shape_is_chosen_per_read(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    """By default a read nests until it is expected to return `WIDE` root rows or more
+    """By default `all` nests until it is expected to return `WIDE` root rows or more
     (from its limit, or from what the same read returned last time), then goes per
-    level: the same objects either way. `get` nests; an explicit `per_level` wins."""
+    level: the same objects either way. `get` and `page` nest; an explicit
+    `per_level` wins."""
     monkeypatch.setattr(reads, "WIDE", 3)
     cards = CARDS.where()  # a record of past reads of its own
     async with db.unit_of_work() as uow:
@@ -345,8 +346,12 @@ async def test_the_shape_is_chosen_per_read(db: Database, monkeypatch: pytest.Mo
         assert await statements(cards.all(uow, order_by=("name",))) == (expected, 1)  # first
         assert await statements(cards.all(uow, order_by=("name",))) == (expected, 5)  # 4 last
         assert await statements(cards.all(uow, order_by=("name",), limit=2)) == (expected[:2], 1)
+        assert await statements(cards.all(uow, order_by=("-name",), limit=3)) == (
+            expected[::-1][:3],
+            5,  # a limit of 3
+        )
         page, count = await statements(cards.page(uow, limit=3, order_by=("name",)))
-        assert (page.items, count) == (tuple(expected[:3]), 5)  # a limit of 3
+        assert (page.items, count) == (tuple(expected[:3]), 1)  # pages nest
         assert await statements(cards.get(uow, 1)) == (expected[0], 1)
         assert await statements(cards.all(uow, order_by=("name",), per_level=False)) == (
             expected,

@@ -31,9 +31,9 @@ Projection classes are dataclasses (slotted frozen ones are built fastest:
 `harbordb.projection.build`), or ``msgspec.Struct`` subclasses (the ``fast``
 extra), built in C.
 
-Wide reads (a hundred parents or more) read each relationship with one ``= ANY``
-statement instead of nesting it (`harbordb.projection.levels`): chosen per
-read, or forced with ``per_level=True`` / ``False``.
+Wide reads (an ``all`` of a hundred parents or more) read each relationship
+with one ``= ANY`` statement instead of nesting it (`harbordb.projection.levels`):
+chosen per read, or forced with ``per_level=True`` / ``False``.
 
 Projections are not ORM objects: they are not in the session, cannot load
 anything later, and cannot be changed. Read with them; write through the

@@ -30,7 +30,7 @@ from harbordb.projection.sql import Aliases, build_of, columns
 T = TypeVar("T")
 
 WIDE = 100
-"""Root rows from which a read of automatic shape goes per level (benchmarks/README.md, W4)."""
+"""Root rows from which an `all` of automatic shape goes per level (benchmarks/README.md, W4)."""
 
 Filter = Callable[[Any], ColumnElement[bool]]
 """A condition on the projection's root model: called with its aliased entity."""
@@ -75,12 +75,11 @@ class Projection(Generic[T]):
     Two shapes, the same objects: one statement however deep the tree, each
     relationship a nested aggregate (cheapest for a page or one graph), or one
     ``= ANY`` statement per relationship (cheaper to decode for wide reads:
-    `harbordb.projection.levels`). Reads choose with ``per_level``: False,
-    True, or None (the default): nested, unless the read is expected to
-    return `WIDE` root rows or more, from its limit and from what the same
-    read returned last time (so an `all` without a limit nests the first
-    time). `get` nests; projections without relationships are one statement
-    either way.
+    `harbordb.projection.levels`). `get` and `page` nest; `all` nests unless
+    it is expected to return `WIDE` root rows or more, from its limit and from
+    what the same read returned last time (so without a limit it nests the
+    first time). ``per_level=True`` or ``False`` forces a shape on any read;
+    projections without relationships are one statement either way.
 
     Declare projections once, at import; their SQL is compiled on first use
     per read shape and reused (statements and bind parameters, nothing
@@ -152,7 +151,7 @@ class Projection(Generic[T]):
         per_level: bool | None = None,
     ) -> list[T]:
         """Every matching object in `order_by` order (then by primary key). One statement,
-        or one per relationship more (`per_level`; by default chosen per read: `_per_level`)."""
+        or one per relationship more for a wide read (`per_level`: see the class)."""
         connection = await driver.held(source)
         read = ("all", tuple(order_by), limit is not None)
         compiled = self._choose(read, per_level, limit, connection.dialect)
@@ -173,16 +172,16 @@ class Projection(Generic[T]):
         params: dict[str, Any] | None = None,
         per_level: bool | None = None,
     ) -> Page[T]:
-        """A keyset page of `limit` objects after cursor `after`. One statement (or one
-        per relationship more: `per_level`, by default chosen per read: `_per_level`).
+        """A keyset page of `limit` objects after cursor `after`. One statement (with
+        ``per_level=True``, one per relationship more).
 
         Ordered by `order_by` (attribute names, "-name" descending; NOT NULL
         columns), then the primary key. Cursors are those of `Repository.page`
         for the same model and ordering: one made by either works in the other.
         """
-        read = ("page", tuple(order_by), after is not None)
+        shape = ("page", tuple(order_by), after is not None, bool(per_level))
         connection = await driver.held(source)
-        compiled = self._choose(read, per_level, _positive(limit), connection.dialect)
+        compiled = self._compile(shape, connection.dialect)
         keys, fp = compiled.keys, compiled.fingerprint
         values = dict(params or {})
         values["_limit"] = _positive(limit) + 1  # one more row tells whether a next page exists
@@ -190,7 +189,6 @@ class Projection(Generic[T]):
             for i, value in enumerate(decode_cursor(after, fp, keys)):
                 values[f"_after_{i}"] = value
         rows = await driver.fetch(connection, compiled.sql, compiled.arguments(values))
-        self._widths[read] = len(rows)
         has_more = len(rows) > limit
         if has_more:
             del rows[limit:]
@@ -202,11 +200,11 @@ class Projection(Generic[T]):
         return Page(tuple(items), cursor, has_more)
 
     def _per_level(self, read: tuple[Any, ...], limit: int | None) -> bool:
-        """Whether a read of automatic shape goes per level: when it is expected to
+        """Whether an `all` of automatic shape goes per level: when it is expected to
         return `WIDE` root rows or more, expected from its limit and from the number
-        the same read returned last time (an `all` without a limit has only that, so
-        its first read nests). Projections without relationships, or with one the
-        per-level shape cannot follow, always nest."""
+        the same read returned last time (without a limit, only that, so its first
+        read nests). Projections without relationships, or with one the per-level
+        shape cannot follow, always nest."""
         if not self._nests or self._levels_refused:
             return False
         expected = self._widths.get(read)
