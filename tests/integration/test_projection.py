@@ -394,6 +394,39 @@ async def test_relationships_the_per_level_shape_cannot_follow_nest(
             assert queries.count == 1
 
 
+seen_titles: list[str] = []
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedBook:
+    """A `__post_init__`: not built through a twin class, so it runs for every row."""
+
+    id: int
+    title: str
+
+    def __post_init__(self) -> None:
+        seen_titles.append(self.title)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorBooks:
+    id: int
+    books: tuple[CheckedBook, ...]
+
+
+async def test_classes_with_their_own_construction_are_called(db: Database) -> None:
+    """Nested and per level, a class with a `__post_init__` is called for each row read;
+    slotted frozen dataclasses around it are built fast and equal their constructor's."""
+    shelf = Projection(AuthorBooks, Author, books=Projection(CheckedBook, Book))
+    async with db.unit_of_work() as uow:
+        for per_level in (False, True):
+            seen_titles.clear()
+            found = await shelf.get(uow, 1, per_level=per_level)
+            assert seen_titles == ["Anchors", "Tides"]
+            assert type(found) is AuthorBooks
+            assert found == AuthorBooks(1, (CheckedBook(11, "Anchors"), CheckedBook(10, "Tides")))
+
+
 async def test_msgspec_structs_are_projections_too(db: Database) -> None:
     if msgspec is None:
         pytest.skip("msgspec is not installed (the `fast` extra, part of `dev`)")
