@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from harbordb import Database, Repository, assert_max_queries, count_queries
-from harbordb.errors import ConfigurationError, DatabaseError, InvalidCursor, Timeout
+from harbordb.errors import ConfigurationError, DatabaseError, InvalidCursor, Timeout, Unavailable
 from harbordb.projection import Projection, reads, related
 from harbordb.projection.driver import ADAPTER_MEMBERS, SESSION_TRANSACTION_MEMBER, held
 
@@ -562,6 +562,26 @@ async def test_unit_of_work_settings_apply(db: Database) -> None:
     async with db.unit_of_work(statement_timeout=0.05) as uow:
         with pytest.raises(Timeout):
             await slow.get(uow, 1)
+
+
+async def test_a_connection_lost_under_a_read_is_unavailable_and_discarded(
+    one_connection_db: Database, database: Database
+) -> None:
+    """A projection read on a connection the server ended raises `Unavailable` (never the
+    driver's own error), and the pool's only connection is replaced, not handed out again."""
+
+    async def read_after_the_server_ended_the_connection() -> None:
+        async with one_connection_db.unit_of_work() as uow:
+            pid = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with database.engine.connect() as admin:
+                terminate = text("SELECT pg_terminate_backend(:pid, 5000)")
+                assert (await admin.execute(terminate, {"pid": pid})).scalar_one()
+            await CARDS.get(uow, 1)
+
+    with pytest.raises(Unavailable):
+        await read_after_the_server_ended_the_connection()
+    async with one_connection_db.unit_of_work() as uow:
+        assert await CARDS.get(uow, 1) == ann()
 
 
 async def test_adapter_members_used_are_still_there() -> None:

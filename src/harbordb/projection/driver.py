@@ -49,8 +49,10 @@ from typing import Any
 
 from asyncpg.exceptions import InternalServerError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.util import greenlet_spawn
 
 from harbordb import statements
 from harbordb.errors import (
@@ -158,13 +160,13 @@ async def fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
     sync = connection.connection
     if has_direct_observers(sync.engine):
         with translating(), direct_statement(sync, sql) as fetched:
-            rows = await _fetch(connection, sql, args)
+            rows = await _fetch_or_discard(connection, sql, args)
             fetched(len(rows))
         return rows
     # No observers: the same counting and error translation, without two context managers.
     report_statement(sync.engine, sql)
     try:
-        return await _fetch(connection, sql, args)
+        return await _fetch_or_discard(connection, sql, args)
     except HarborError:
         raise
     except Exception as exc:
@@ -172,6 +174,20 @@ async def fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
         if error is None:
             raise
     raise error  # outside the except block: the driver's error is its __cause__ only
+
+
+async def _fetch_or_discard(connection: Held, sql: str, args: list[Any]) -> list[Any]:
+    """`_fetch`; a connection found lost on the way is invalidated, as SQLAlchemy does
+    with one it sees lost (the pool discards it), and raised as `DisconnectionError`
+    (`Unavailable` once translated)."""
+    try:
+        return await _fetch(connection, sql, args)
+    except Exception as exc:
+        if isinstance(exc, HarborError) or not connection.driver.is_closed():
+            raise
+        if not connection.connection.invalidated:
+            await greenlet_spawn(connection.connection.invalidate, exc)
+        raise DisconnectionError(f"connection lost ({type(exc).__name__})") from exc
 
 
 async def _fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:

@@ -42,7 +42,6 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import ColumnElement, Select, any_, bindparam, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Mapper, RelationshipDirection, RelationshipProperty, Session
 from sqlalchemy.orm.attributes import instance_dict, instance_state, set_committed_value
 from sqlalchemy.orm.collections import CollectionAdapter
@@ -51,7 +50,6 @@ from sqlalchemy.sql.elements import BinaryExpression, UnaryExpression
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.util import await_
 
-from harbordb.errors import HarborError
 from harbordb.projection.driver import Held, fetch
 from harbordb.repository.plans import KEYS, CollectionLoad, CompiledPlan, Joins, needs_raiseload
 
@@ -191,21 +189,9 @@ def usable(session: Session, statement: Statement, overwrite: bool) -> bool:
 
 
 def run(session: Session, held: Held, statement: Statement, values: Mapping[str, Any]) -> Any:
-    """The rows of `statement` (inside SQLAlchemy's greenlet, as an ORM execution).
-
-    A connection lost on the way is invalidated, as SQLAlchemy does with one it
-    sees lost, and raised as `DisconnectionError` (`Unavailable` once translated).
-    """
-    try:
-        return await_(fetch(held, statement.sql, statement.args(values)))
-    except Exception as exc:
-        if not held.driver.is_closed():
-            raise
-        if not held.connection.invalidated:
-            held.connection.invalidate(exc)
-        if isinstance(exc, HarborError):
-            raise
-        raise DisconnectionError(f"connection lost ({type(exc).__name__})") from exc
+    """The rows of `statement` (inside SQLAlchemy's greenlet, as an ORM execution); a
+    connection lost on the way is discarded and raised as `Unavailable` (`fetch`)."""
+    return await_(fetch(held, statement.sql, statement.args(values)))
 
 
 class Hydrator:
