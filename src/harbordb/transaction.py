@@ -89,6 +89,21 @@ def setup_statement(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, 
     return _setup_text(len(settings)), params
 
 
+def setup_sql(settings: Mapping[str, str]) -> tuple[str, list[str]]:
+    """`setup_statement` for the driver: ``SELECT set_config($1, $2, true), ...`` and its
+    positional arguments (name, value, name, value, ...)."""
+    args: list[str] = []
+    for name, value in settings.items():
+        args += (name, value)
+    return _setup_sql(len(settings)), args
+
+
+@functools.cache
+def _setup_sql(count: int) -> str:
+    calls = ", ".join(f"set_config(${2 * i + 1}, ${2 * i + 2}, true)" for i in range(count))
+    return f"SELECT {calls}"
+
+
 @functools.cache
 def _setup_text(count: int) -> TextClause:
     """The statement for `count` settings, built (and its binds parsed) once."""

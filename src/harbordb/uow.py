@@ -36,7 +36,10 @@ are applied in one statement when the block starts, as
 ``set_config(name, value, true)``: that is ``SET LOCAL`` in function form,
 so names and values travel as bind parameters, nothing is interpolated into
 SQL, and everything ends with the transaction, which keeps it safe behind
-PgBouncer in transaction mode.
+PgBouncer in transaction mode. On asyncpg that statement goes to the driver
+directly, after BEGIN, as projection reads do (counted and observed all the
+same); a unit of work joined to an outer transaction sends it through its
+session, inside its savepoint.
 """
 
 from __future__ import annotations
@@ -68,8 +71,15 @@ from harbordb.errors import (
 )
 from harbordb.nplusone import NPlusOneDetector, NPlusOneMode
 from harbordb.pool import ConnectionGate
+from harbordb.projection.driver import fetch, held
 from harbordb.repository import Repository
-from harbordb.transaction import Duration, milliseconds, setup_statement, transaction_settings
+from harbordb.transaction import (
+    Duration,
+    milliseconds,
+    setup_sql,
+    setup_statement,
+    transaction_settings,
+)
 from harbordb.writetracking import has_written, start_tracking, stop_tracking, track_writes
 
 IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
@@ -200,15 +210,16 @@ class UnitOfWork:
         options: dict[str, Any] = {}
         if self._isolation_level:
             options["isolation_level"] = self._isolation_level
-        if bind is engine and "transaction_read_only" in settings:  # not joined
+        joined = bind is not engine
+        if not joined and "transaction_read_only" in settings:
             del settings["transaction_read_only"]
             options["postgresql_readonly"] = True  # BEGIN READ ONLY
         if deadline == math.inf:
             with translating():
-                connection = await self._connect(options or None, settings)
+                connection = await self._connect(options or None, settings, joined)
         else:
             with anyio.move_on_after(deadline - anyio.current_time()) as scope, translating():
-                connection = await self._connect(options or None, settings)
+                connection = await self._connect(options or None, settings, joined)
             if scope.cancelled_caught:
                 raise Unavailable(
                     f"the unit of work's timeout ({self._timeout:.3g} s) passed while "
@@ -220,12 +231,25 @@ class UnitOfWork:
         start_tracking(self._connection_info)  # the settings above are no write
 
     async def _connect(
-        self, options: dict[str, Any] | None, settings: Mapping[str, str]
+        self, options: dict[str, Any] | None, settings: Mapping[str, str], joined: bool
     ) -> AsyncConnection:
+        """Check out the connection, then send the settings, if any, in one statement.
+
+        On asyncpg the statement goes to the driver, as projection reads do
+        (`harbordb.projection.driver`): BEGIN first, with the flags the checkout
+        set, then the statement, counted, observed and translated as SQLAlchemy's
+        would be, for a fraction of the client CPU. A unit of work joined to an
+        outer transaction (its statements run in a savepoint SQLAlchemy begins
+        with the first one) and other drivers send it through the session.
+        """
         connection = await self._session.connection(execution_options=options)
         if settings:
-            statement, params = setup_statement(settings)
-            await self._session.execute(statement, params)
+            if not joined and connection.dialect.driver == "asyncpg":
+                sql, args = setup_sql(settings)
+                await fetch(await held(self._session), sql, args, begin=True)
+            else:
+                statement, params = setup_statement(settings)
+                await self._session.execute(statement, params)
         return connection
 
     async def __aexit__(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from benchmarks.counting import count_round_trips
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tests.library.models import Author, Book, BookStatus
 from tests.library.repositories import (
@@ -27,6 +27,7 @@ from harbordb.errors import (
     Conflict,
     DatabaseError,
     DriverError,
+    PermissionDenied,
     UnitOfWorkClosed,
 )
 from harbordb.uow import UnitOfWork
@@ -339,6 +340,44 @@ async def test_settings_cost_one_statement(database: Database) -> None:
     assert "set_config" in queries.statements[0]
 
 
+async def test_settings_go_on_the_driver_unless_joined(
+    database: Database, db_connection: AsyncConnection
+) -> None:
+    """The settings statement skips SQLAlchemy's execution (its client CPU), still counted
+    and inside the transaction BEGIN opened with the flags; a unit of work joined to an
+    outer transaction (a savepoint) sends it through its session."""
+    through_sqlalchemy: list[str] = []
+
+    def seen(*args: Any) -> None:
+        through_sqlalchemy.append(args[2])  # (connection, cursor, statement, ...)
+
+    engine = database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with count_queries(database) as queries:
+            async with database.unit_of_work(
+                read_only=True, statement_timeout=3, isolation_level="REPEATABLE READ"
+            ) as uow:
+                shown = await _show(uow)
+        assert (shown["statement_timeout"], shown["isolation"], shown["read_only"]) == (
+            "3s",
+            "repeatable read",
+            "on",
+        )
+        assert queries.count == 2
+        assert "set_config" in queries.statements[0]
+        assert not [s for s in through_sqlalchemy if "set_config" in s]
+        async with database.unit_of_work(lock_timeout=2) as uow:  # BEGIN even at the default
+            assert (await _show(uow))["lock_timeout"] == "2s"  # level (a lone read needs none)
+
+        async with database.unit_of_work(connection=db_connection, lock_timeout=2) as uow:
+            joined = await _show(uow)
+        assert joined["lock_timeout"] == "2s"
+        assert [s for s in through_sqlalchemy if "set_config" in s]
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
 BAD_OPTIONS: list[dict[str, Any]] = [
     {"statement_timeout": 0},
     {"statement_timeout": -1},
@@ -517,3 +556,31 @@ async def test_a_role_the_server_lacks_is_refused_by_its_public_name(migrated_ur
         with pytest.raises(ConfigurationError, match=r"role 'ghost' maps to database role"):
             async with db.unit_of_work(role="ghost") as uow:
                 await uow.session.execute(text("SELECT 1"))
+
+
+async def test_a_role_the_user_may_not_assume_is_refused_by_its_public_name(
+    migrated_url: str, database: Database
+) -> None:
+    """42501: the connecting user is not a member of the database role."""
+    suffix = uuid.uuid4().hex[:8]
+    user, target = f"harbordb_user_{suffix}", f"harbordb_target_{suffix}"
+    async with database.engine.connect() as admin:
+        await admin.execute(text(f'CREATE ROLE "{user}" LOGIN'))
+        await admin.execute(text(f'CREATE ROLE "{target}"'))
+        await admin.commit()
+    try:
+        url = migrated_url.replace("postgres@", f"{user}@", 1)
+        async with Database(url, pooler="none", roles={"auditor": target}) as db:
+            with pytest.raises(
+                PermissionDenied, match=r"role 'auditor': the connecting user"
+            ) as caught:
+                async with db.unit_of_work(role="auditor"):
+                    pass
+            assert caught.value.sqlstate == "42501"
+            async with db.unit_of_work() as uow:  # the connection is fine for the next one
+                assert (await uow.session.execute(text("SELECT current_user"))).scalar() == user
+    finally:
+        async with database.engine.connect() as admin:
+            await admin.execute(text(f'DROP ROLE "{user}"'))
+            await admin.execute(text(f'DROP ROLE "{target}"'))
+            await admin.commit()

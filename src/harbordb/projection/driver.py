@@ -155,18 +155,23 @@ def _connection_of(session: Session) -> Held:
     return _held_on(session.get_transaction(), session.connection())
 
 
-async def fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
-    """The rows of `sql` with positional `args`, in the session's transaction."""
+async def fetch(connection: Held, sql: str, args: list[Any], *, begin: bool = False) -> list[Any]:
+    """The rows of `sql` with positional `args`, in the session's transaction.
+
+    With ``begin=True`` the transaction is begun first even where a lone read would
+    do without (`_needs_begin`): for statements whose effect lasts only as long as
+    the transaction, as a unit of work's ``set_config(..., true)`` settings.
+    """
     sync = connection.connection
     if has_direct_observers(sync.engine):
         with translating(), direct_statement(sync, sql) as fetched:
-            rows = await _fetch_or_discard(connection, sql, args)
+            rows = await _fetch_or_discard(connection, sql, args, begin)
             fetched(len(rows))
         return rows
     # No observers: the same counting and error translation, without two context managers.
     report_statement(sync.engine, sql)
     try:
-        return await _fetch_or_discard(connection, sql, args)
+        return await _fetch_or_discard(connection, sql, args, begin)
     except HarborError:
         raise
     except Exception as exc:
@@ -176,12 +181,14 @@ async def fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
     raise error  # outside the except block: the driver's error is its __cause__ only
 
 
-async def _fetch_or_discard(connection: Held, sql: str, args: list[Any]) -> list[Any]:
+async def _fetch_or_discard(
+    connection: Held, sql: str, args: list[Any], begin: bool = False
+) -> list[Any]:
     """`_fetch`; a connection found lost on the way is invalidated, as SQLAlchemy does
     with one it sees lost (the pool discards it), and raised as `DisconnectionError`
     (`Unavailable` once translated)."""
     try:
-        return await _fetch(connection, sql, args)
+        return await _fetch(connection, sql, args, begin)
     except Exception as exc:
         if isinstance(exc, HarborError) or not connection.driver.is_closed():
             raise
@@ -190,14 +197,14 @@ async def _fetch_or_discard(connection: Held, sql: str, args: list[Any]) -> list
         raise DisconnectionError(f"connection lost ({type(exc).__name__})") from exc
 
 
-async def _fetch(connection: Held, sql: str, args: list[Any]) -> list[Any]:
+async def _fetch(connection: Held, sql: str, args: list[Any], begin: bool = False) -> list[Any]:
     adapter = connection.adapter
     dialect = connection.dialect
     async with adapter._execute_mutex:
         stale_after = dialect._invalidate_schema_cache_asof
         if stale_after > adapter._invalidate_schema_cache_asof:
             await adapter._check_type_cache_invalidation(stale_after)  # drops asyncpg's caches
-        if adapter._transaction is None and _needs_begin(adapter, dialect):
+        if adapter._transaction is None and (begin or _needs_begin(adapter, dialect)):
             await adapter._start_transaction()
         try:
             rows: list[Any] = await connection.driver.fetch(sql, *args)
