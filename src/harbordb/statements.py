@@ -3,7 +3,7 @@
 A named statement keeps the parameter and result types it was prepared with.
 PostgreSQL refuses one whose result type a schema change altered (asyncpg's
 ``InvalidCachedStatementError``, raised as `Retryable`; SQLAlchemy and
-`harbordb.projection.driver` then mark every connection's caches stale), but
+`harbordb.driver` then mark every connection's caches stale), but
 not one whose parameter types went stale. After ``ALTER COLUMN id TYPE
 bigint`` a statement prepared with an int4 parameter goes on encoding int4:
 measured here, a key above 2**31 failed (22000) on every call until the

@@ -56,6 +56,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from harbordb.detaching import detach_all
+from harbordb.driver import fetch, held
 from harbordb.errors import (
     AfterCommitError,
     CommitUncertain,
@@ -71,7 +72,6 @@ from harbordb.errors import (
 )
 from harbordb.nplusone import NPlusOneDetector, NPlusOneMode
 from harbordb.pool import ConnectionGate
-from harbordb.projection.driver import fetch, held
 from harbordb.repository import Repository
 from harbordb.transaction import (
     Duration,
@@ -236,7 +236,7 @@ class UnitOfWork:
         """Check out the connection, then send the settings, if any, in one statement.
 
         On asyncpg the statement goes to the driver, as projection reads do
-        (`harbordb.projection.driver`): BEGIN first, with the flags the checkout
+        (`harbordb.driver`): BEGIN first, with the flags the checkout
         set, then the statement, counted, observed and translated as SQLAlchemy's
         would be, for a fraction of the client CPU. A unit of work joined to an
         outer transaction (its statements run in a savepoint SQLAlchemy begins

@@ -14,9 +14,16 @@ from sqlalchemy import BigInteger, Integer, MetaData, select, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from harbordb import ConfigurationError, Database, DatabaseError, Projection, Retryable, UnitOfWork
-from harbordb.projection import driver
-from harbordb.projection.driver import DIALECT_MEMBERS
+from harbordb import (
+    ConfigurationError,
+    Database,
+    DatabaseError,
+    Projection,
+    Retryable,
+    UnitOfWork,
+    driver,
+)
+from harbordb.driver import DIALECT_MEMBERS
 from harbordb.testing.cluster import PgBouncer
 
 SCHEMA = "named_statements"
@@ -241,7 +248,7 @@ async def test_refused_through_pgbouncer_without_the_callers_word(pgbouncer: PgB
 
 
 def test_dialect_members_used_are_still_there() -> None:
-    """`harbordb.projection.driver` marks the engine's caches stale through the asyncpg
+    """`harbordb.driver` marks the engine's caches stale through the asyncpg
     dialect's non-public invalidation, as SQLAlchemy does: fail loudly if it changes."""
     for member in DIALECT_MEMBERS:
         assert hasattr(PGDialect_asyncpg, member), member

@@ -34,9 +34,9 @@ from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from harbordb import Database, Repository, assert_max_queries, count_queries
+from harbordb.driver import ADAPTER_MEMBERS, SESSION_TRANSACTION_MEMBER, held
 from harbordb.errors import ConfigurationError, DatabaseError, InvalidCursor, Timeout, Unavailable
 from harbordb.projection import Projection, reads, related
-from harbordb.projection.driver import ADAPTER_MEMBERS, SESSION_TRANSACTION_MEMBER, held
 
 SCHEMA = "projection_library"
 
@@ -585,7 +585,7 @@ async def test_a_connection_lost_under_a_read_is_unavailable_and_discarded(
 
 
 async def test_adapter_members_used_are_still_there() -> None:
-    """`harbordb.projection.driver` relies on three non-public members of SQLAlchemy's
+    """`harbordb.driver` relies on three non-public members of SQLAlchemy's
     asyncpg adapter: if SQLAlchemy renames them, this fails before any read goes wrong."""
     for member in ADAPTER_MEMBERS:
         assert hasattr(AsyncAdapt_asyncpg_connection, member) or member in (

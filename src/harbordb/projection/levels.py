@@ -22,8 +22,8 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.selectable import FromClause as Alias
 from sqlalchemy.types import String
 
+from harbordb import driver
 from harbordb.errors import ConfigurationError
-from harbordb.projection import driver
 from harbordb.projection.build import Builder, Part, PartKind, value_collector
 from harbordb.projection.shape import Field, Kind
 from harbordb.projection.sql import (

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from harbordb import driver
 from harbordb.errors import ConfigurationError
 from harbordb.pagination import (
     Page,
@@ -21,7 +22,6 @@ from harbordb.pagination import (
     fingerprint,
     rows_after,
 )
-from harbordb.projection import driver
 from harbordb.projection.build import Builder
 from harbordb.projection.levels import Level, assemble, plan
 from harbordb.projection.shape import Node, resolve

@@ -3,7 +3,7 @@
 SQLAlchemy's execution layer and row loading cost more per read than the
 driver does (ARCHITECTURE.md, "where the read time goes"). Where a plan's
 level qualifies, its statement is compiled once per dialect into SQL text and
-run on the unit of work's asyncpg connection (`harbordb.projection.driver.fetch`:
+run on the unit of work's asyncpg connection (`harbordb.driver.fetch`:
 the same transaction, statement counters and observers), and its objects are
 made the way SQLAlchemy's loading makes them: a new instance from the class
 manager, the columns in its ``__dict__``, its identity key, registered as
@@ -50,7 +50,7 @@ from sqlalchemy.sql.elements import BinaryExpression, UnaryExpression
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.util import await_
 
-from harbordb.projection.driver import Held, fetch
+from harbordb.driver import Held, fetch
 from harbordb.repository.plans import KEYS, CollectionLoad, CompiledPlan, Joins, needs_raiseload
 
 # Non-public members this module relies on: {owner: members}.
@@ -62,7 +62,7 @@ SQLALCHEMY_MEMBERS = {
     "CollectionAttributeImpl": ("collection_factory", "dispatch"),
 }
 
-_HELD = "harbordb.projection.connection"  # shared with harbordb.projection.driver.held
+_HELD = "harbordb.driver.connection"  # shared with harbordb.driver.held
 
 
 class _NotDirect(Exception):
@@ -156,7 +156,7 @@ def window_statement(
 
 def held_connection(session: Session, mapper: Mapper[Any]) -> Held | None:
     """The asyncpg connection of `session`'s transaction for `mapper`'s bind (None on
-    another driver); the same cache as `harbordb.projection.driver.held`."""
+    another driver); the same cache as `harbordb.driver.held`."""
     bind = session.get_bind(mapper)
     transaction = session.get_transaction()
     found: Held | None = session.info.get(_HELD)

@@ -1,10 +1,12 @@
-"""Run a compiled read on the unit of work's own asyncpg connection.
+"""Run a statement on the unit of work's own asyncpg connection, past SQLAlchemy.
 
 SQLAlchemy's execution layer costs more per statement than the driver does on
-loopback (ARCHITECTURE.md, "where the read time goes"), so projection reads
-go to the driver directly, on the connection the session already holds: the
-same transaction, settings, role and row-level security as everything else
-in the unit of work, and the same pooler safety. With asyncpg's statement
+loopback (ARCHITECTURE.md, "where the read time goes"), so projection reads,
+the repository's plans where they qualify (`harbordb.repository.direct`) and
+a unit of work's settings statement go to the driver directly, on the
+connection the session already holds: the same transaction, settings, role
+and row-level security as everything else in the unit of work, and the same
+pooler safety. With asyncpg's statement
 cache off (harbordb's setting), ``fetch`` prepares an unnamed statement per
 call, so the row description is always current, even after a migration
 changed a column under a live connection.
@@ -108,7 +110,7 @@ class Held:
         return self.connection.dialect
 
 
-_HELD = "harbordb.projection.connection"
+_HELD = "harbordb.driver.connection"
 
 
 async def held(source: Any) -> Held:
