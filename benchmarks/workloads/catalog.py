@@ -238,25 +238,31 @@ SELECT * FROM products WHERE archived_at IS NULL ORDER BY name, id LIMIT $1
 """
 
 
-def w2_asyncpg_in(lab: Lab) -> Op:
+def _w2_raw(lab: Lab, page: str, variants: str, tags: str) -> Op:
+    """Raw asyncpg in one transaction: the page, then its variants and its tags, each
+    child statement with the page's ids as one array parameter."""
+
     async def op() -> int:
         async with lab.raw.transaction():
-            products = await lab.raw.fetch(_W2_PAGE, lab.sizes.page_size)
+            products = await lab.raw.fetch(page, lab.sizes.page_size)
             ids = [row["id"] for row in products]
             by_product: dict[int, list[Any]] = defaultdict(list)
-            for row in await lab.raw.fetch(
-                "SELECT * FROM variants WHERE product_id = ANY($1::bigint[]) ORDER BY id", ids
-            ):
-                by_product[row["product_id"]].append(row)
-            for row in await lab.raw.fetch(
-                "SELECT pt.product_id, t.* FROM product_tags pt JOIN tags t ON t.id = pt.tag_id "
-                "WHERE pt.product_id = ANY($1::bigint[])",
-                ids,
-            ):
-                by_product[row["product_id"]].append(row)
+            for sql in (variants, tags):
+                for row in await lab.raw.fetch(sql, ids):
+                    by_product[row["product_id"]].append(row)
         return len(products) + sum(len(by_product[row["id"]]) for row in products)
 
     return op
+
+
+def w2_asyncpg_in(lab: Lab) -> Op:
+    return _w2_raw(
+        lab,
+        _W2_PAGE,
+        "SELECT * FROM variants WHERE product_id = ANY($1::bigint[]) ORDER BY id",
+        "SELECT pt.product_id, t.* FROM product_tags pt JOIN tags t ON t.id = pt.tag_id "
+        "WHERE pt.product_id = ANY($1::bigint[])",
+    )
 
 
 _W2_JSON = """
@@ -305,31 +311,14 @@ def w2_projection(lab: Lab, *, structs: bool = False) -> Op:
 
 def w2_asyncpg_in_cols(lab: Lab) -> Op:
     """`asyncpg-in` reading only the columns a card shows (as the projections do)."""
-
-    async def op() -> int:
-        async with lab.raw.transaction():
-            products = await lab.raw.fetch(
-                "SELECT id, name FROM products WHERE archived_at IS NULL "
-                "ORDER BY name, id LIMIT $1",
-                lab.sizes.page_size,
-            )
-            ids = [row["id"] for row in products]
-            by_product: dict[int, list[Any]] = defaultdict(list)
-            for row in await lab.raw.fetch(
-                "SELECT product_id, id, sku, name, price_cents, stock_qty FROM variants "
-                "WHERE product_id = ANY($1::bigint[]) ORDER BY id",
-                ids,
-            ):
-                by_product[row["product_id"]].append(row)
-            for row in await lab.raw.fetch(
-                "SELECT pt.product_id, t.name FROM product_tags pt JOIN tags t "
-                "ON t.id = pt.tag_id WHERE pt.product_id = ANY($1::bigint[]) ORDER BY t.name",
-                ids,
-            ):
-                by_product[row["product_id"]].append(row)
-        return len(products) + sum(len(by_product[row["id"]]) for row in products)
-
-    return op
+    return _w2_raw(
+        lab,
+        "SELECT id, name FROM products WHERE archived_at IS NULL ORDER BY name, id LIMIT $1",
+        "SELECT product_id, id, sku, name, price_cents, stock_qty FROM variants "
+        "WHERE product_id = ANY($1::bigint[]) ORDER BY id",
+        "SELECT pt.product_id, t.name FROM product_tags pt JOIN tags t "
+        "ON t.id = pt.tag_id WHERE pt.product_id = ANY($1::bigint[]) ORDER BY t.name",
+    )
 
 
 _W2_ONE = """

@@ -136,22 +136,29 @@ SELECT i.*, v.*, p.*
 """
 
 
-def asyncpg_in(lab: Lab) -> Op:
+def _w3_raw(lab: Lab, customer: str, orders: str, items: str) -> Op:
+    """Raw asyncpg in one transaction: the customer, its orders, then their items joined
+    to variants and products, each with the level above's ids as one array parameter."""
+
     async def op() -> int:
         async with lab.raw.transaction():
-            customers = await lab.raw.fetch(
-                "SELECT * FROM customers WHERE id = $1", lab.dataset.customer_id
-            )
-            orders = await lab.raw.fetch(
-                "SELECT * FROM orders WHERE customer_id = ANY($1::bigint[]) ORDER BY id",
-                [row["id"] for row in customers],
-            )
-            items: dict[int, list[Any]] = defaultdict(list)
-            for row in await lab.raw.fetch(_ITEMS_SQL, [row["id"] for row in orders]):
-                items[row["order_id"]].append(row)
-        return len(customers) + sum(1 + 3 * len(items[row["id"]]) for row in orders)
+            customers = await lab.raw.fetch(customer, lab.dataset.customer_id)
+            found = await lab.raw.fetch(orders, [row["id"] for row in customers])
+            by_order: dict[int, list[Any]] = defaultdict(list)
+            for row in await lab.raw.fetch(items, [row["id"] for row in found]):
+                by_order[row["order_id"]].append(row)
+        return len(customers) + sum(1 + 3 * len(by_order[row["id"]]) for row in found)
 
     return op
+
+
+def asyncpg_in(lab: Lab) -> Op:
+    return _w3_raw(
+        lab,
+        "SELECT * FROM customers WHERE id = $1",
+        "SELECT * FROM orders WHERE customer_id = ANY($1::bigint[]) ORDER BY id",
+        _ITEMS_SQL,
+    )
 
 
 _JSON = """
@@ -211,23 +218,13 @@ SELECT i.order_id, i.variant_id, v.sku, v.name, v.product_id, p.name, i.qty, i.u
 
 def asyncpg_in_cols(lab: Lab) -> Op:
     """`asyncpg-in` reading only the columns the history shows (as the projections do)."""
-
-    async def op() -> int:
-        async with lab.raw.transaction():
-            customers = await lab.raw.fetch(
-                "SELECT id, email, name FROM customers WHERE id = $1", lab.dataset.customer_id
-            )
-            orders = await lab.raw.fetch(
-                "SELECT id, order_ref, status, total_cents, created_at FROM orders "
-                "WHERE customer_id = ANY($1::bigint[]) ORDER BY created_at DESC, id DESC",
-                [row["id"] for row in customers],
-            )
-            items: dict[int, list[Any]] = defaultdict(list)
-            for row in await lab.raw.fetch(_ITEMS_COLS_SQL, [row["id"] for row in orders]):
-                items[row["order_id"]].append(row)
-        return len(customers) + sum(1 + 3 * len(items[row["id"]]) for row in orders)
-
-    return op
+    return _w3_raw(
+        lab,
+        "SELECT id, email, name FROM customers WHERE id = $1",
+        "SELECT id, order_ref, status, total_cents, created_at FROM orders "
+        "WHERE customer_id = ANY($1::bigint[]) ORDER BY created_at DESC, id DESC",
+        _ITEMS_COLS_SQL,
+    )
 
 
 _ONE = """
