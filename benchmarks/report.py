@@ -88,7 +88,13 @@ def print_report(console: Console, run: dict[str, Any]) -> None:
         goals.add_column("goal")
         goals.add_column("measured")
         goals.add_column("status", justify="center")
-        colours = {"met": "green", "not met": "red", "reported": "cyan", "not measured": "yellow"}
+        colours = {
+            "met": "green",
+            "not met": "red",
+            "out of reach": "magenta",
+            "reported": "cyan",
+            "not measured": "yellow",
+        }
         for goal in run["goals"]:
             colour = colours[goal["status"]]
             status = f"[{colour}]{goal['status']}[/{colour}]"

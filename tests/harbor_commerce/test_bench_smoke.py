@@ -164,7 +164,8 @@ def test_the_read_model_path_is_measured_and_judged_next_to_the_orm(
     ]  # the psycopg peer's goals: test_the_psycopg_peer_runs_the_same_statements_...
     assert len(judged) == 6, [goal["goal"] for goal in judged]
     for goal in judged:
-        assert goal["status"] in {"met", "not met"}, goal
+        reach = {"out of reach"} if "memory" in goal["goal"] else set()
+        assert goal["status"] in {"met", "not met"} | reach, goal
 
 
 def test_named_statement_variants_save_a_round_trip_per_statement(
