@@ -359,9 +359,10 @@ class Database(Generic[UoWT]):
             nplusone = self.settings.nplusone
         if after is not None:
             parse_token(after)  # checked even when everything runs on the primary
+        session: AsyncSession | AsyncEngine
         if connection is None:
             if self.replicas is None:
-                session = self.sessionmaker()
+                session = self.engine  # the unit of work checks out its own connection
             else:
                 session = self.replicas.session(read_only=read_only, after=after)
         elif isolation_level is not None:

@@ -56,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
-from harbordb import statements
+from harbordb import greenlets, statements
 from harbordb.errors import (
     OUTDATED_STATEMENT,
     ConfigurationError,
@@ -117,9 +117,9 @@ async def held(source: Any) -> Held:
     """The connection of a unit of work's (or a session's) transaction.
 
     Found without a greenlet switch when the session's root transaction already
-    holds exactly one connection (a unit of work connects when it starts), else
-    asked of SQLAlchemy in one switch; then remembered until the transaction ends
-    (which closes that connection) or changes.
+    holds exactly one connection (once the unit of work's session has begun), else
+    asked of SQLAlchemy in one switch (`harbordb.greenlets`); then remembered until
+    the transaction ends (which closes that connection) or changes.
     """
     session = session_of(source)
     found: Held | None = session.info.get(_HELD)
@@ -136,7 +136,7 @@ async def held(source: Any) -> Held:
                 found = _held_on(transaction, connection)
     if found is None or found.transaction is not transaction:
         with translating():
-            found = await session.run_sync(_connection_of)
+            found = await greenlets.call(_connection_of, session.sync_session)
     if found.dialect.driver != "asyncpg":
         raise ConfigurationError("projections run on asyncpg (postgresql+asyncpg://)")
     session.info[_HELD] = found

@@ -29,6 +29,12 @@ object it loaded: any of them may show uncommitted data (a new row in a
 collection, a trigger's value), so after the block each raises
 `DetachedInstanceError`.
 
+A unit of work built by `Database` checks its connection out of the pool
+when the block starts (an unreachable server fails at ``async with``) and
+opens its session on that connection when the block first takes
+``uow.session`` (or a repository): a block that never does costs a checkout
+and a checkin, each in one greenlet switch (`harbordb.checkout`).
+
 READ ONLY and the isolation level travel with BEGIN, which SQLAlchemy sends
 with the transaction's first statement (a block that runs none sends
 nothing). The other settings (timeouts, row-level security role and claims)
@@ -52,9 +58,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self, TypedDict, TypeVar, get_args
 
 import anyio
-from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from harbordb import checkout, greenlets
 from harbordb.detaching import detach_all
 from harbordb.driver import fetch, held
 from harbordb.errors import (
@@ -94,6 +101,9 @@ CLAIMS_SETTING = "request.jwt.claims"
 
 _NO_ROLES: Mapping[str, str] = MappingProxyType({})
 
+# The session's `info` key naming its unit of work (read by harbordb.observability).
+UNIT_OF_WORK_KEY = "harbordb.unit_of_work"
+
 RepoT = TypeVar("RepoT", bound=Repository[Any])
 
 
@@ -116,14 +126,17 @@ class UnitOfWork:
 
     Build it with `Database.unit_of_work`, which passes the service's `roles`
     (public name -> database role: the only roles a unit of work may assume)
-    and `claims_setting`. Constructed directly, it drives the given session,
-    and closes it at the end. All options are checked here, before any SQL
-    is sent. Subclasses add repository properties with `repository`.
+    and `claims_setting`. Given an `AsyncEngine` (as `Database` passes), it
+    checks out its own connection when the block starts and opens its session
+    on that connection when the block first uses it (`harbordb.checkout`);
+    given a session, it drives that session, and closes it at the end. All
+    options are checked here, before any SQL is sent. Subclasses add
+    repository properties with `repository`.
     """
 
     def __init__(
         self,
-        session: AsyncSession,
+        session: AsyncSession | AsyncEngine,
         *,
         read_only: bool = False,
         statement_timeout: Duration | None = None,
@@ -141,8 +154,16 @@ class UnitOfWork:
             raise ConfigurationError(
                 f"isolation_level must be one of {', '.join(get_args(IsolationLevel))}"
             )
-        self._session = session
-        session.info["harbordb.unit_of_work"] = self  # for harbordb.observability
+        self._engine: AsyncEngine | None = None
+        self._session: AsyncSession | None = None
+        if isinstance(session, AsyncEngine):
+            self._engine = session
+        else:
+            self._session = session
+            session.info[UNIT_OF_WORK_KEY] = self  # for harbordb.observability
+        # The connection the unit of work checked out itself (given an engine).
+        self._connection: Connection | None = None
+        self._options: dict[str, Any] | None = None  # its execution options, once taken
         self._isolation_level = isolation_level
         self._settings = transaction_settings(
             read_only=read_only,
@@ -170,7 +191,7 @@ class UnitOfWork:
         if self._state != "new":
             raise UnitOfWorkClosed("a unit of work can be entered only once")
         self._state = "open"
-        if self._detector is not None:
+        if self._detector is not None and self._session is not None:
             self._detector.attach(self._session.sync_session)
         deadline = math.inf if self._timeout is None else anyio.current_time() + self._timeout
         try:
@@ -204,22 +225,31 @@ class UnitOfWork:
             given = settings.get("statement_timeout")
             if given is None or int(given.removesuffix("ms")) > remaining:
                 settings["statement_timeout"] = f"{remaining}ms"
-        bind = self._session.sync_session.get_bind()
-        engine = bind if isinstance(bind, Engine) else bind.engine
+        session = self._session
+        if session is None:  # given an engine: the unit of work checks out its connection
+            assert self._engine is not None
+            engine = self._engine.sync_engine
+            joined = False
+        else:
+            bind = session.sync_session.get_bind()
+            engine = bind if isinstance(bind, Engine) else bind.engine
+            joined = bind is not engine
         track_writes(engine)
         options: dict[str, Any] = {}
         if self._isolation_level:
             options["isolation_level"] = self._isolation_level
-        joined = bind is not engine
         if not joined and "transaction_read_only" in settings:
             del settings["transaction_read_only"]
             options["postgresql_readonly"] = True  # BEGIN READ ONLY
+        if settings and session is None:
+            assert self._engine is not None
+            self._open_session(self._engine)  # the settings statement goes through it
         if deadline == math.inf:
             with translating():
-                connection = await self._connect(options or None, settings, joined)
+                info = await self._connect(options or None, settings, joined)
         else:
             with anyio.move_on_after(deadline - anyio.current_time()) as scope, translating():
-                connection = await self._connect(options or None, settings, joined)
+                info = await self._connect(options or None, settings, joined)
             if scope.cancelled_caught:
                 raise Unavailable(
                     f"the unit of work's timeout ({self._timeout:.3g} s) passed while "
@@ -227,30 +257,48 @@ class UnitOfWork:
                     "server connection)",
                     waited=True,
                 )
-        self._connection_info = connection.info
-        start_tracking(self._connection_info)  # the settings above are no write
+        self._connection_info = info
+        start_tracking(info)  # the settings above are no write
 
     async def _connect(
         self, options: dict[str, Any] | None, settings: Mapping[str, str], joined: bool
-    ) -> AsyncConnection:
-        """Check out the connection, then send the settings, if any, in one statement.
+    ) -> dict[Any, Any]:
+        """Check out the connection, then send the settings, if any, in one statement;
+        the connection's ``info``.
 
-        On asyncpg the statement goes to the driver, as projection reads do
-        (`harbordb.driver`): BEGIN first, with the flags the checkout
-        set, then the statement, counted, observed and translated as SQLAlchemy's
-        would be, for a fraction of the client CPU. A unit of work joined to an
-        outer transaction (its statements run in a savepoint SQLAlchemy begins
-        with the first one) and other drivers send it through the session.
+        Without a session (given an engine, no settings), the unit of work checks
+        the connection out itself (`harbordb.checkout`). With settings, on asyncpg
+        the statement goes to the driver, as projection reads do
+        (`harbordb.driver`): BEGIN first, with the flags the checkout set, then
+        the statement, counted, observed and translated as SQLAlchemy's would be,
+        for a fraction of the client CPU. A unit of work joined to an outer
+        transaction (its statements run in a savepoint SQLAlchemy begins with the
+        first one) and other drivers send it through the session.
         """
-        connection = await self._session.connection(execution_options=options)
+        session = self._session
+        if session is None:
+            assert self._engine is not None
+            own: Connection = await greenlets.call(self._engine.sync_engine.connect)
+            self._connection = own
+            self._options = options  # set when the session opens (`checkout.set_options`)
+            return own.info
+        connection = await session.connection(execution_options=options)
         if settings:
             if not joined and connection.dialect.driver == "asyncpg":
                 sql, args = setup_sql(settings)
-                await fetch(await held(self._session), sql, args, begin=True)
+                await fetch(await held(session), sql, args, begin=True)
             else:
                 statement, params = setup_statement(settings)
-                await self._session.execute(statement, params)
-        return connection
+                await session.execute(statement, params)
+        return connection.info
+
+    def _open_session(self, bind: AsyncEngine | AsyncConnection) -> AsyncSession:
+        session = AsyncSession(bind, expire_on_commit=False)
+        session.info[UNIT_OF_WORK_KEY] = self
+        if self._detector is not None:
+            self._detector.attach(session.sync_session)
+        self._session = session
+        return session
 
     async def __aexit__(
         self,
@@ -283,28 +331,65 @@ class UnitOfWork:
         cancel scope cancels every await until it exits, which would cut the
         rollback short and leave the server running the cancelled statement with
         its transaction open. If cleanup overruns, the connection is discarded.
+        A unit of work whose own connection has no transaction open (it sent
+        nothing, or committed) and goes back to the pool without a word to the
+        server (`checkout.sends_nothing_back`) has nothing to shield.
         """
         rollback = self._state == "open"
         if rollback:
             self._state = "closed"
-        expire = rollback and self._wrote()
+        session, connection = self._session, self._connection
+        if (
+            session is not None
+            and connection is not None
+            and checkout.untouched(session.sync_session)
+        ):
+            session = None  # taken, never used: nothing to expire, detach or close
+        expire = rollback and session is not None and self._wrote()
+        if connection is not None and not expire and checkout.sends_nothing_back(connection):
+            try:
+                self._stop_watching()
+                if session is not None:
+                    detach_all(session.sync_session)
+                with translating():
+                    await self._close(session, connection)
+            finally:
+                self._release_slot()
+            return
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLEANUP_TIMEOUT):
             try:
-                if expire:
+                if expire and session is not None:
                     with translating():
-                        await self._session.rollback()
+                        await session.rollback()
             finally:
-                if self._connection_info is not None:
-                    stop_tracking(self._connection_info)
-                if self._detector is not None:
-                    self._detector.detach()
+                self._stop_watching()
                 try:
-                    if not expire:
-                        detach_all(self._session.sync_session)
+                    if session is not None and not expire:
+                        detach_all(session.sync_session)
                     with translating():
-                        await self._session.close()
+                        await self._close(session, connection)
                 finally:
                     self._release_slot()
+
+    async def _close(self, session: AsyncSession | None, connection: Connection | None) -> None:
+        """Close the session and return the unit of work's own connection, in one switch."""
+        if connection is None:
+            if session is not None:
+                await session.close()
+            return
+        self._connection = None
+        sync_session = None if session is None else session.sync_session
+        await greenlets.call(checkout.close, sync_session, connection)
+
+    def _stop_watching(self) -> None:
+        if self._connection_info is not None:
+            stop_tracking(self._connection_info)
+        if self._detector is not None:
+            self._detector.detach()
+        if self._session is not None:
+            # No reference cycle through the session's info: the unit of work, its
+            # session and connection are freed at once, not by the garbage collector.
+            self._session.info.pop(UNIT_OF_WORK_KEY, None)
 
     def _wrote(self) -> bool:
         """Whether this unit of work has written, or holds changes not yet flushed.
@@ -315,6 +400,8 @@ class UnitOfWork:
         True when it cannot tell (the block did not start).
         """
         session = self._session
+        if session is None:  # never opened: nothing was sent on the unit of work's connection
+            return False
         if session.new or session.dirty or session.deleted:
             return True
         if self._connection_info is not None and self._read_only:
@@ -374,9 +461,20 @@ class UnitOfWork:
 
     @property
     def session(self) -> AsyncSession:
-        """The session; raises `UnitOfWorkClosed` outside the ``async with`` block."""
+        """The session; raises `UnitOfWorkClosed` outside the ``async with`` block.
+
+        A unit of work that checked out its own connection opens the session on it
+        here, the first time.
+        """
         self._require_open()
-        return self._session
+        session = self._session
+        if session is None:
+            assert self._engine is not None
+            assert self._connection is not None
+            if self._options:
+                checkout.set_options(self._connection, self._options)
+            session = self._open_session(AsyncConnection(self._engine, self._connection))
+        return session
 
     def _require_open(self) -> None:
         if self._state != "open":

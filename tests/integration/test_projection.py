@@ -600,10 +600,10 @@ async def test_the_unit_of_works_connection_is_found_without_asking_sqlalchemy(
     """`driver.held` reads `SessionTransaction._connections` (non-public) to skip a
     greenlet switch: it must name the very connection the session holds."""
     async with db.unit_of_work() as uow:
+        session_connection = (await uow.session.connection()).sync_connection
         transaction = uow.session.sync_session.get_transaction()
         assert transaction is not None
         entries = getattr(transaction, SESSION_TRANSACTION_MEMBER)
-        session_connection = (await uow.session.connection()).sync_connection
         assert {id(entry[0]) for entry in entries.values()} == {id(session_connection)}
         assert (await held(uow)).connection is session_connection
 
