@@ -113,6 +113,7 @@ VARIANT_LABELS = {
     "sqlalchemy-session": "SQLAlchemy AsyncSession alone: read-only connection, statements, close",
     "uow-read-only": "harbordb: async with db.unit_of_work(read_only=True) around the statements",
     "uow-timeout": "the same with statement_timeout=5 (a set_config statement when it starts)",
+    "uow-session": "the same, the block taking uow.session and sending nothing (empty case)",
     "primary-alone": "read-only units of work on the primary (no replicas configured)",
     "primary+replica": "the same with one streaming standby (Database(replicas=[...]))",
     "replica-token": "the same with a read-your-writes token the standby has replayed",

@@ -263,6 +263,10 @@ def _uow_cost_goal(run: dict[str, Any]) -> dict[str, Any] | None:
         found = None if case is None else _versus(case, "uow-read-only", anchor)
         if found is not None:
             context.append(found[2])
+    assert empty is not None
+    taken = _versus(empty, "uow-session", "asyncpg")  # the block takes its session
+    if taken is not None:
+        context.append(taken[2])
     met = wall <= UOW_BUDGET and cpu <= UOW_BUDGET
     return _goal(goal, "; ".join(context), "met" if met else "not met")
 

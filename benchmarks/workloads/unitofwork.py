@@ -12,6 +12,9 @@ statement cache off) doing the same work in a transaction:
 
 `uow-timeout` adds ``statement_timeout=5``: the settings statement
 (``set_config``) that every option but READ ONLY and the isolation level costs.
+A body takes the session only if it uses it (the empty one does not: a unit of
+work opens its session when the block first takes it); `uow-session`, in the
+empty case, takes it and sends nothing.
 
 Beside harbordb, SQLAlchemy's own `AsyncSession` doing the same (checkout with
 ``postgresql_readonly``, the statements, close): what harbordb adds on top of
@@ -46,20 +49,26 @@ READ_ONLY = {"postgresql_readonly": True}
 # Python lines it executed ("lines").
 EXIT_FIGURES = "uow_exit"
 
-# A body returns how many objects (or rows) it loaded, and what it loaded, which stays
-# alive over the exit, as what a service renders after the block does.
-Body = Callable[[AsyncSession], Awaitable[tuple[int, object]]]
+# A body gets the variant's session on request (``session()``): it returns how many
+# objects (or rows) it loaded, and what it loaded, which stays alive over the exit, as
+# what a service renders after the block does.
+Body = Callable[[Callable[[], AsyncSession]], Awaitable[tuple[int, object]]]
 
 
-async def _nothing(session: AsyncSession) -> tuple[int, object]:
+async def _nothing(session: Callable[[], AsyncSession]) -> tuple[int, object]:
+    return 1, None
+
+
+async def _takes_session(session: Callable[[], AsyncSession]) -> tuple[int, object]:
+    session()  # taken, not used
     return 1, None
 
 
 _SELECT_1: Select[Any] = select(literal_column("1"))
 
 
-async def _select_1(session: AsyncSession) -> tuple[int, object]:
-    return int((await session.execute(_SELECT_1)).scalar_one()), None
+async def _select_1(session: Callable[[], AsyncSession]) -> tuple[int, object]:
+    return int((await session().execute(_SELECT_1)).scalar_one()), None
 
 
 _PAGE: Select[Product] = (
@@ -67,8 +76,8 @@ _PAGE: Select[Product] = (
 )
 
 
-async def _objects(session: AsyncSession) -> tuple[int, object]:
-    products = (await session.scalars(_PAGE)).all()
+async def _objects(session: Callable[[], AsyncSession]) -> tuple[int, object]:
+    products = (await session().scalars(_PAGE)).all()
     return sum(1 + len(product.variants) for product in products), products
 
 
@@ -113,7 +122,7 @@ def _harbordb(
         uow = lab.db.unit_of_work(read_only=True, **(options or {}))
         await uow.__aenter__()
         try:
-            loaded, alive = await body(uow.session)
+            loaded, alive = await body(lambda: uow.session)
         except BaseException as exc:
             await uow.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -132,7 +141,7 @@ def _session(lab: Lab, body: Body, exits: dict[str, list[int]]) -> Op:
         session = lab.db.sessionmaker()
         try:
             await session.connection(execution_options=READ_ONLY)
-            loaded, alive = await body(session)
+            loaded, alive = await body(lambda: session)
         except BaseException:
             await session.close()
             raise
@@ -198,6 +207,9 @@ async def _cases(lab: Lab) -> list[Case]:
                 _harbordb(lab, body, measured(label, "uow-timeout"), {"statement_timeout": 5}),
             ),
         ]
+        if body is _nothing:  # what taking the session costs a block that sends nothing
+            taken = _harbordb(lab, _takes_session, measured(label, "uow-session"))
+            variants.append(Variant("uow-session", taken))
         cases.append(Case(label, {}, variants))
     # The runner warms up only a workload's first case: these statements are new.
     for case in cases:

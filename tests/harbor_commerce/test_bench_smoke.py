@@ -238,6 +238,7 @@ def test_the_unit_of_work_is_measured_against_begin_rollback(quick_run: dict[str
         "sqlalchemy-session": 0,
         "uow-read-only": 0,
         "uow-timeout": 4,
+        "uow-session": 0,
     }
     assert trips["one statement"] == {**dict.fromkeys(trips["one statement"], 4), "uow-timeout": 6}
     objects = trips["50 products + variants"]
