@@ -2,8 +2,9 @@
 
 Every variant returns 1 (customer) + orders + 3 per item (the item, its variant
 and that variant's product), so each item's variant and product must be there.
-The same-shape variants send what the repository's plan sends: the customer,
-its orders, then the items joined to their variants and products.
+The same-shape variants send what the repository's plan sends level by level
+(its `get` nests them all into one statement): the customer, its orders, then
+the items joined to their variants and products.
 """
 
 from __future__ import annotations

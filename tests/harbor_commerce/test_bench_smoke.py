@@ -140,13 +140,10 @@ def test_the_read_model_path_is_measured_and_judged_next_to_the_orm(
     for key in ("W2", "W3"):
         case = quick_run["workloads"][key]["cases"][0]
         by_variant = {record["variant"]: record for record in case["variants"]}
-        # The ORM plan and raw asyncpg's same-shape path: three statements; the read
-        # models are projections: one.
-        assert (
-            by_variant["repository"]["statements_per_op"]
-            == by_variant["asyncpg-in"]["statements_per_op"]
-            == 3
-        )
+        # Raw asyncpg's same-shape path: three statements; the ORM plan (its collections
+        # nested) and the read models (projections): one.
+        assert by_variant["asyncpg-in"]["statements_per_op"] == 3
+        assert by_variant["repository"]["statements_per_op"] == 1
         assert by_variant["repository-view"]["statements_per_op"] == 1
         assert by_variant["projection"]["statements_per_op"] == 1
         # Round trips, counted on the wire: BEGIN, two per statement, COMMIT.

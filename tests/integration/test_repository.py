@@ -161,14 +161,14 @@ def test_an_abstract_repository_has_no_checks_and_cannot_be_used() -> None:
 # -- load plans -------------------------------------------------------------------
 
 
-async def test_default_plan_loads_nested_paths_one_statement_per_collection(
+async def test_default_plan_loads_nested_paths_in_one_statement(
     db: Database, session: AsyncSession
 ) -> None:
     (author_id,) = await seed_authors(session, 1, books=2, chapters=3)
     authors = AuthorRepository(session)
     with count_queries(db) as queries:
         author = await authors.get(author_id)
-    assert queries.count == 3, queries.report()  # authors, books, chapters
+    assert queries.count == 1, queries.report()  # authors, books and chapters nested
     with count_queries(db) as after:
         titles = [chapter.title for book in author.books for chapter in book.chapters]
     assert after.count == 0
@@ -216,7 +216,7 @@ async def test_a_per_call_plan_replaces_the_default(db: Database, session: Async
     session.expunge_all()
     with count_queries(db) as queries:
         book = await books.get(book_id, load=("author", "chapters"))
-    assert queries.count == 2
+    assert queries.count == 1  # the author joined, the chapters nested
     assert book.author.name == "Ada"
     assert len(book.chapters) == 2
     with pytest.raises(InvalidRequestError):
@@ -271,7 +271,7 @@ async def test_get_or_none(db: Database, session: AsyncSession) -> None:
     assert queries.count == 1
     with count_queries(db) as queries:
         found = await catalog.get_or_none(book_id)
-    assert queries.count == 3  # books, chapters, genres
+    assert queries.count == 1  # books, chapters and genres nested
     assert found is not None
     assert len(found.chapters) == 2
 

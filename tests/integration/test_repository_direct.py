@@ -1,10 +1,11 @@
 """Plans run on the driver, ORM objects built from its rows (`harbordb.repository.direct`).
 
-What must hold against SQLAlchemy's own loading: the same statement counts,
-one identity map with objects loaded any other way, change tracking and
-flush, expired attributes filled in, result processors applied, and a
-fallback to SQLAlchemy for levels it cannot build or where load events
-listen; directly and through PgBouncer (the `db` fixture).
+What must hold against SQLAlchemy's own loading: every statement counted (a
+`get` or a page whose collections all qualify is one statement, its collections
+nested: `harbordb.repository.nested`), one identity map with objects loaded
+any other way, change tracking and flush, expired attributes filled in,
+result processors applied, and a fallback to SQLAlchemy for levels it cannot
+build or where load events listen; directly and through PgBouncer (the `db` fixture).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def test_the_sqlalchemy_members_relied_on_exist() -> None:
         "IdentityMap": session.identity_map,
         "InstanceState": inspect(Chapter()),
         "Mapper": mapper_of(Chapter),
+        "ClassManager": mapper_of(Chapter).class_manager,
         "Session": session,
         "CollectionAttributeImpl": mapper_of(Book).class_manager["chapters"].impl,
     }
@@ -117,14 +119,14 @@ def test_the_sqlalchemy_members_relied_on_exist() -> None:
     assert mapper.identity_key_from_primary_key((1, 2)) == (mapper._identity_class, (1, 2), None)
 
 
-async def test_a_plan_runs_on_the_driver_with_the_same_statements(
+async def test_a_plan_runs_on_the_driver_in_one_statement(
     db: Database, session: AsyncSession
 ) -> None:
     author_id, book_ids = await seed(session)
     with count_queries(db) as queries, direct_statements(db) as direct:
         author = await AuthorRepository(session).get(author_id)
-    assert queries.count == 3  # author, books, chapters
-    assert direct == queries.statements  # all three on the driver
+    assert queries.count == 1  # author, books and chapters nested
+    assert direct == queries.statements  # on the driver
     assert [book.id for book in author.books] == book_ids
     assert [[c.number for c in book.chapters] for book in author.books] == [[1, 2], [1, 2]]
     assert type(author.books[0].status) is BookStatus  # the Enum's result processor ran
@@ -289,7 +291,7 @@ async def test_a_unit_of_work_reads_changes_and_commits(db: Database) -> None:
         async with db.unit_of_work() as uow:
             with direct_statements(db) as direct:
                 author = await AuthorRepository(uow.session).get(author_id)
-            assert len(direct) == 3
+            assert len(direct) == 1
             author.books[0].title = "committed"
             await uow.commit()
         async with db.unit_of_work(read_only=True) as uow:
@@ -334,7 +336,7 @@ async def test_a_page_query_built_once_runs_on_the_driver_from_its_second_use(
         again = await books.keyset_page(
             first_page, keys, after=None, limit=2, conditions=filters, params=params
         )
-    assert queries.count == 3  # books, chapters, genres
+    assert queries.count == 1  # books, chapters and genres nested
     assert direct == queries.statements
     assert again.items == first.items  # the same objects
     assert again.items[0] is first.items[0]

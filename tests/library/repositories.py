@@ -13,7 +13,8 @@ from harbordb import Repository, UnitOfWork
 
 
 class AuthorRepository(Repository[Author]):
-    """Authors with their books and the books' chapters (three statements)."""
+    """Authors with their books and the books' chapters (one statement for a `get`,
+    three for a `list`)."""
 
     model = Author
     load = ("books.chapters",)
@@ -32,7 +33,8 @@ class BookRepository(Repository[Book]):
 
 
 class CatalogRepository(Repository[Book]):
-    """Books as a catalog shows them: with chapters and genres (three statements)."""
+    """Books as a catalog shows them: with chapters and genres (one statement for a
+    `get`, three for a `list`)."""
 
     model = Book
     load = ("chapters", "genres")

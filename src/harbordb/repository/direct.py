@@ -5,13 +5,15 @@ driver does (ARCHITECTURE.md, "where the read time goes"). Where a plan's
 level qualifies, its statement is compiled once per dialect into SQL text and
 run on the unit of work's asyncpg connection (`harbordb.driver.fetch`:
 the same transaction, statement counters and observers), and its objects are
-made the way SQLAlchemy's loading makes them: a new instance from the class
-manager, the columns in its ``__dict__``, its identity key, registered as
-persistent in the session's identity map; many-to-one steps are set as
-loaded, collections with `set_committed_value`. They are ordinary tracked
-objects, whose changes flush as usual. An object already in the identity map
-is kept, its unloaded columns filled in; with ``populate_existing`` it is
-overwritten, as SQLAlchemy does.
+made the way SQLAlchemy's loading makes them (`harbordb.repository.objects`):
+a new instance from the class manager, the columns in its ``__dict__``, its
+identity key, registered as persistent in the session's identity map;
+many-to-one steps are set as loaded, collections with `set_committed_value`.
+They are ordinary tracked objects, whose changes flush as usual. An object
+already in the identity map is kept, its unloaded columns filled in; with
+``populate_existing`` it is overwritten, as SQLAlchemy does. A `get` or a
+page whose collections all qualify reads them nested in its own statement
+(`harbordb.repository.nested`); other reads send one statement per level.
 
 A level qualifies when its model maps one table without inheritance, every
 column attribute is a column of that table loaded with the object (nothing
@@ -26,36 +28,57 @@ with SQLAlchemy). At run time, listeners of a model's ``load`` (or, with
 
 Non-public SQLAlchemy API used (pinned ``<2.2``; `SQLALCHEMY_MEMBERS` is
 checked by ``tests/integration/test_repository_direct.py``):
-``IdentityMap._add_unpresent``, ``InstanceState._commit`` / ``_commit_all``,
-``Mapper._identity_class``, ``Session._autoflush``, ``sqlalchemy.util.await_``,
-and for collections ``CollectionAdapter(impl, state, data)`` and the attribute
-impl's ``collection_factory`` and ``dispatch``.
+``IdentityMap._add_unpresent`` and ``_dict``, ``ClassManager._state_constructor``,
+``InstanceState._commit`` / ``_commit_all``, ``Mapper._identity_class``,
+``Session._autoflush``, ``sqlalchemy.util.await_``, and for collections
+``CollectionAdapter(impl, state, data)`` and the attribute impl's
+``collection_factory`` and ``dispatch``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import ColumnElement, Select, any_, bindparam, select, tuple_
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Date,
+    DateTime,
+    Enum,
+    Integer,
+    Interval,
+    LargeBinary,
+    Select,
+    String,
+    Text,
+    Time,
+    TypeDecorator,
+    Uuid,
+    any_,
+    bindparam,
+    cast,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapper, RelationshipDirection, RelationshipProperty, Session
-from sqlalchemy.orm.attributes import instance_dict, instance_state, set_committed_value
-from sqlalchemy.orm.collections import CollectionAdapter
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, UnaryExpression
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.util import await_
 
 from harbordb.driver import Held, fetch
+from harbordb.repository.objects import Entity, entity_of
 from harbordb.repository.plans import KEYS, CollectionLoad, CompiledPlan, Joins, needs_raiseload
 
 # Non-public members this module relies on: {owner: members}.
 SQLALCHEMY_MEMBERS = {
-    "IdentityMap": ("_add_unpresent",),
+    "IdentityMap": ("_add_unpresent", "_dict"),
+    "ClassManager": ("_state_constructor",),
     "InstanceState": ("_commit", "_commit_all"),
     "Mapper": ("_identity_class",),
     "Session": ("_autoflush",),
@@ -70,20 +93,6 @@ class _NotDirect(Exception):
 
 
 @dataclass(frozen=True, eq=False)
-class Entity:
-    """How one model's objects are read from a row: (attribute, position, processor)
-    per column, the primary key's positions, and the many-to-one steps joined."""
-
-    mapper: Mapper[Any]
-    identity_class: type[Any]
-    columns: tuple[tuple[str, int, Callable[[Any], Any] | None], ...]
-    pk: tuple[int, ...]
-    partial_pks: bool
-    joins: tuple[tuple[str, Entity], ...]
-    fill: Callable[[dict[str, Any], Sequence[Any]], None]  # `columns` into a new object's dict
-
-
-@dataclass(frozen=True, eq=False)
 class Statement:
     """A compiled statement of a plan: SQL text, its parameters in order (each with
     its bind processor), the entity its rows make, and where the link value is."""
@@ -94,6 +103,7 @@ class Statement:
     link: int
     mappers: tuple[Mapper[Any], ...]
     compiled: Any = None  # set when the statement has parameters of its own (a page's)
+    nests: tuple[Any, ...] = ()  # collections nested in the rows (`harbordb.repository.nested`)
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
         """The positional arguments for `values` (by parameter name)."""
@@ -194,104 +204,19 @@ def run(session: Session, held: Held, statement: Statement, values: Mapping[str,
     return await_(fetch(held, statement.sql, statement.args(values)))
 
 
-class Hydrator:
-    """Makes (or finds) the objects of one read in a session's identity map."""
-
-    __slots__ = ("fresh", "identity_map", "made", "overwrite", "session_id")
-
-    def __init__(self, session: Session, overwrite: bool) -> None:
-        self.identity_map = session.identity_map
-        self.session_id = session.hash_key
-        self.overwrite = overwrite
-        self.made: dict[Any, Any] = {}
-        self.fresh: set[int] = set()  # ids of the objects this read created (kept in `made`)
-
-    def build(self, entity: Entity, row: Sequence[Any]) -> Any:
-        """The object of `entity` in `row` (None when its primary key is NULL)."""
-        pk = entity.pk
-        ident = (row[pk[0]],) if len(pk) == 1 else tuple(row[i] for i in pk)
-        if None in ident and (not entity.partial_pks or all(v is None for v in ident)):
-            return None
-        key = (entity.identity_class, ident, None)
-        obj = self.made.get(key)
-        if obj is not None:
-            return obj
-        obj = self.identity_map.get(key)
-        if obj is None:
-            obj = entity.mapper.class_manager.new_instance()
-            state = instance_state(obj)
-            state.key = key
-            state.identity_token = None
-            state.session_id = self.session_id
-            self.identity_map._add_unpresent(state, key)
-            self.fresh.add(id(obj))
-            values = instance_dict(obj)
-            entity.fill(values, row)
-            for name, joined in entity.joins:
-                values[name] = self.build(joined, row)
-        else:
-            self._existing(entity, obj, row)
-        self.made[key] = obj
-        return obj
-
-    def collection_setter(
-        self, relationship: RelationshipProperty[Any]
-    ) -> Callable[[Any, list[Any]], None] | None:
-        """Sets a list collection, as loaded, on an object this read created: what
-        `set_committed_value` does for a new state (no history, nothing expired, no
-        pending mutations to replay), in a third of its time. None when the collection
-        is not a list or ``init_collection`` listeners must see it."""
-        impl: Any = relationship.parent.class_manager[relationship.key].impl
-        factory = impl.collection_factory
-        if impl.dispatch.init_collection or not isinstance(factory(), list):
-            return None
-        key, fresh = relationship.key, self.fresh
-
-        def set_loaded(owner: Any, children: list[Any]) -> None:
-            if id(owner) not in fresh:
-                set_committed_value(owner, key, children)
-                return
-            collection = factory()
-            CollectionAdapter(impl, instance_state(owner), collection)
-            list.extend(collection, children)  # the list's own extend: no events
-            instance_dict(owner)[key] = collection
-
-        return set_loaded
-
-    def _existing(self, entity: Entity, obj: Any, row: Sequence[Any]) -> None:
-        """An object the session had: overwritten with ``populate_existing``, else only
-        its unloaded attributes filled in (as SQLAlchemy's partial population does)."""
-        state = instance_state(obj)
-        values = instance_dict(obj)
-        unloaded = None if self.overwrite else state.unloaded
-        filled: list[str] = []
-        for name, position, process in entity.columns:
-            if unloaded is None or name in unloaded:
-                value = row[position]
-                values[name] = value if process is None else process(value)
-                filled.append(name)
-        for name, joined in entity.joins:
-            child = self.build(joined, row)
-            if unloaded is None or name in unloaded:
-                values[name] = child
-                filled.append(name)
-        if unloaded is None:
-            state._commit_all(values, self.identity_map)
-        elif filled:
-            state._commit(values, filled)
-
-
 # -- compiling ------------------------------------------------------------------
 
 
 class _Select:
-    """Columns and FROM clause of a statement being compiled, entity by entity."""
+    """Columns and FROM clause of a statement being compiled, entity by entity; with
+    `nested`, the columns of a record nested in an array (`harbordb.repository.nested`)."""
 
-    def __init__(self, dialect: Dialect, from_: Any) -> None:
+    def __init__(self, dialect: Dialect, from_: Any, nested: bool = False) -> None:
         self.dialect = dialect
         self.columns: list[Any] = []
         self.from_ = from_
         self.mappers: list[Mapper[Any]] = []
+        self.nested = nested
 
     def entity(self, mapper: Mapper[Any], table: Any, joins: Joins) -> Entity:
         _check_mapper(mapper)
@@ -302,21 +227,21 @@ class _Select:
             column = prop.columns[0]
             positions[column] = len(self.columns)
             columns.append((prop.key, len(self.columns), _result_processor(column, self.dialect)))
-            self.columns.append(table.c[column.key])
+            selected = table.c[column.key]
+            self.columns.append(_in_record(column, selected) if self.nested else selected)
         joined = []
         for relationship, below in joins:
             local, remote = _many_to_one(relationship)
             alias = remote.table.alias()
             self.from_ = self.from_.outerjoin(alias, table.c[local.key] == alias.c[remote.key])
             joined.append((relationship.key, self.entity(relationship.mapper, alias, below)))
-        return Entity(
+        return entity_of(
             mapper,
             mapper._identity_class,
             tuple(columns),
             tuple(positions[column] for column in mapper.primary_key),
             bool(mapper.allow_partial_pks),
             tuple(joined),
-            _filler(columns),
         )
 
     def compile(self, stmt: Any, entity: Entity, link: int) -> Statement:
@@ -331,27 +256,15 @@ class _Select:
         return Statement(compiled.string, tuple(params), entity, link, tuple(self.mappers))
 
 
-def _filler(
-    columns: Sequence[tuple[str, int, Callable[[Any], Any] | None]],
-) -> Callable[[dict[str, Any], Sequence[Any]], None]:
-    """A function filling a new object's dict from a row: one generated assignment per
-    column (no loop, no per-value test), about twice as fast as the loop it replaces."""
-    scope: dict[str, Any] = {}
-    lines = ["def fill(values, row):"]
-    for i, (name, position, process) in enumerate(columns):
-        value = f"row[{int(position)}]"
-        if process is not None:
-            scope[f"process_{i}"] = process
-            value = f"process_{i}({value})"
-        lines.append(f"    values[{name!r}] = {value}")
-    if len(lines) == 1:
-        lines.append("    pass")
-    exec("\n".join(lines), scope)  # names are repr()-quoted, positions ints
-    fill: Callable[[dict[str, Any], Sequence[Any]], None] = scope["fill"]
-    return fill
-
-
 def _by_pk(mapper: Mapper[Any], joins: Joins, dialect: Dialect) -> Statement:
+    built, entity, stmt = by_pk_parts(mapper, joins, dialect)
+    return built.compile(stmt, entity, -1)
+
+
+def by_pk_parts(
+    mapper: Mapper[Any], joins: Joins, dialect: Dialect
+) -> tuple[_Select, Entity, Select[Any]]:
+    """The root level by primary key: its columns, entity and statement, uncompiled."""
     table = mapper.local_table
     built = _Select(dialect, table)
     entity = built.entity(mapper, table, joins)
@@ -359,12 +272,21 @@ def _by_pk(mapper: Mapper[Any], joins: Joins, dialect: Dialect) -> Statement:
     params = [bindparam(f"harbordb_pk_{i}", type_=column.type) for i, column in enumerate(pk)]
     condition = pk[0] == params[0] if len(pk) == 1 else tuple_(*pk) == tuple_(*params)
     stmt = select(*built.columns).select_from(built.from_).where(condition)
-    return built.compile(stmt, entity, -1)
+    return built, entity, stmt
 
 
 def _window(
     query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
 ) -> Statement:
+    built, entity, extras = window_parts(query, mapper, plan, dialect)
+    stmt = query.with_only_columns(*built.columns, *extras, maintain_column_froms=True)
+    return window_compiled(built, entity, stmt, len(built.columns), dialect)
+
+
+def window_parts(
+    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
+) -> tuple[_Select, Entity, list[Any]]:
+    """A window query's root level: its columns, entity and the query's other columns."""
     described = query.column_descriptions
     if plan.options or described[0]["expr"] is not mapper.class_:
         raise _NotDirect
@@ -374,13 +296,19 @@ def _window(
     table = mapper.local_table
     built = _Select(dialect, table)
     entity = built.entity(mapper, table, ())
-    stmt = query.with_only_columns(*built.columns, *extras, maintain_column_froms=True)
-    statement = built.compile(stmt, entity, -1)  # (PostgreSQL locks no windowed rows)
+    return built, entity, extras
+
+
+def window_compiled(
+    built: _Select, entity: Entity, stmt: Select[Any], link: int, dialect: Dialect
+) -> Statement:
+    """A window statement whose extra columns start at `link`, compiled."""
+    statement = built.compile(stmt, entity, link)  # (PostgreSQL locks no windowed rows)
     return Statement(
         statement.sql,
         statement.params,
         entity,
-        len(built.columns),
+        link,
         statement.mappers,
         stmt.compile(dialect=dialect),
     )
@@ -452,6 +380,26 @@ def _ordering(item: Any, table: Any) -> ColumnElement[Any]:
         raise _NotDirect
     ordering: ColumnElement[Any] = item
     return ordering
+
+
+# Types the driver decodes inside an anonymous record as at the top level: built-in
+# server types, each decoded by the type the record carries (so a column whose type
+# changed under a live connection still decodes as what it is now).
+_RECORD_SAFE = (Integer, String, Boolean, DateTime, Date, Time, Interval, LargeBinary, Uuid)
+
+
+def _in_record(column: Any, selected: Any) -> Any:
+    """`selected` as a field of a nested record: a native enum (a user-defined server
+    type, which the driver cannot decode inside an anonymous record) as its text, which
+    the Enum's result processor reads; any type not known to be built in is not direct."""
+    sql_type = column.type
+    if isinstance(sql_type, TypeDecorator):
+        sql_type = sql_type.impl_instance
+    if isinstance(sql_type, Enum):
+        return cast(selected, Text)
+    if not isinstance(sql_type, _RECORD_SAFE):
+        raise _NotDirect
+    return selected
 
 
 def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:

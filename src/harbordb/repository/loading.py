@@ -34,7 +34,8 @@ from sqlalchemy.engine import Result
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
-from harbordb.repository import direct
+from harbordb.repository import direct, nested
+from harbordb.repository.objects import Hydrator
 from harbordb.repository.plans import (
     KEYS,
     PLAN_OPTION,
@@ -50,7 +51,7 @@ def load_collections(
     loads: Sequence[CollectionLoad],
     *,
     overwrite: bool = False,
-    hydrator: direct.Hydrator | None = None,
+    hydrator: Hydrator | None = None,
 ) -> None:
     """Load `loads` for `objects` on `session`: one statement per collection.
 
@@ -75,7 +76,7 @@ def load_collections(
             and direct.usable(session, statement, overwrite)
         ):
             if hydrator is None:
-                hydrator = direct.Hydrator(session, overwrite)
+                hydrator = Hydrator(session, overwrite)
             build, entity, link = hydrator.build, statement.entity, statement.link
             for row in direct.run(session, held, statement, values):
                 groups.setdefault(row[link], []).append(build(entity, row))
@@ -111,11 +112,19 @@ def get_direct(
     """The object with these primary key parameters (or None), its plan loaded, read on
     the driver; `NOT_DIRECT` when the root level does not qualify (nothing was sent)."""
     held = direct.held_connection(session, mapper)
-    statement = None if held is None else direct.root_statement(plan, mapper, held.dialect)
-    if held is None or statement is None or not direct.usable(session, statement, False):
+    if held is None:
+        return NOT_DIRECT
+    whole = nested.root_statement(plan, mapper, held.dialect)
+    if whole is not None and direct.usable(session, whole, False):
+        session._autoflush()
+        rows = direct.run(session, held, whole, params)
+        found = nested.build(Hydrator(session, False), whole, rows)
+        return found[0] if found else None
+    statement = direct.root_statement(plan, mapper, held.dialect)
+    if statement is None or not direct.usable(session, statement, False):
         return NOT_DIRECT
     session._autoflush()
-    hydrator = direct.Hydrator(session, False)
+    hydrator = Hydrator(session, False)
     found = [
         hydrator.build(statement.entity, row)
         for row in direct.run(session, held, statement, params)
@@ -137,11 +146,17 @@ def window_direct(session: Session, query: Select[Any], values: Mapping[str, Any
     if held is None or statement is None:
         return NOT_DIRECT
     overwrite = bool(query.get_execution_options().get("populate_existing"))
+    whole = nested.window_statement(query, mapper, plan, held.dialect)
+    if whole is not None and direct.usable(session, whole, overwrite):
+        session._autoflush()
+        rows = direct.run(session, held, whole, values)
+        objects = nested.build(Hydrator(session, overwrite), whole, rows)
+        return _unique_rows(objects, rows, whole.link), bool(rows) and rows[-1][-1] is not None
     if not direct.usable(session, statement, overwrite):
         return NOT_DIRECT
     session._autoflush()
     rows = direct.run(session, held, statement, values)
-    hydrator = direct.Hydrator(session, overwrite)
+    hydrator = Hydrator(session, overwrite)
     build, entity, extras = hydrator.build, statement.entity, statement.link
     items: dict[Any, Any] = {}  # unique rows, as SQLAlchemy's .unique() keeps them
     for row in rows:
@@ -151,6 +166,14 @@ def window_direct(session: Session, query: Select[Any], values: Mapping[str, Any
     if found and plan.loads:
         load_collections(session, found, plan.loads, overwrite=overwrite, hydrator=hydrator)
     return found, bool(rows) and rows[-1][-1] is not None
+
+
+def _unique_rows(objects: Sequence[Any], rows: Sequence[Any], extras: int) -> list[Any]:
+    """The objects of unique rows, as SQLAlchemy's .unique() keeps them."""
+    items: dict[Any, Any] = {}
+    for obj, row in zip(objects, rows, strict=True):
+        items.setdefault((id(obj), *row[extras:]), obj)
+    return list(items.values())
 
 
 def _unique(objects: Iterable[Any]) -> list[Any]:

@@ -84,9 +84,10 @@ class ProductRepository(Repository[Product]):
     ) -> Page[Product]:
         """A keyset page of live products with variants and tags, by name.
 
-        Three statements (products, variants, tags) whatever the page size,
-        plus one for a `total`. `tag` keeps products with that tag; `search`
-        matches the name (wildcards in it are literal).
+        One statement (products with their variants and tags nested) whatever the
+        page size, plus one for a `total`; a page query's first run in the
+        process sends three (products, variants, tags). `tag` keeps products
+        with that tag; `search` matches the name (wildcards in it are literal).
         """
         keys = self.sort_keys(order_by)
         shape = (tag is not None, search is not None, after is not None)
