@@ -36,7 +36,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapper, RelationshipProperty
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.elements import Over, UnaryExpression
 from sqlalchemy.sql.schema import Column
 
 from harbordb.repository.direct import (
@@ -69,7 +69,7 @@ def root_statement(plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect) ->
             if plan.joins is None or not plan.loads:
                 raise _NotDirect
             built, entity, stmt = by_pk_parts(mapper, plan.joins, dialect)
-            nests = _nests(built, plan.loads, mapper)
+            nests = _nests(built, plan.loads, mapper.local_table)
             stmt = stmt.add_columns(*(expression for expression, _ in nests))
             statement = built.compile(stmt, entity, -1)
             plan.direct[key] = replace(statement, nests=tuple(nest for _, nest in nests))
@@ -101,12 +101,28 @@ def window_statement(
 def _window(
     query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
 ) -> Statement:
+    """The page query as a subquery, its rows' collections nested above it.
+
+    Nested in the page query itself, the arrays would be built below its
+    ``lead() OVER`` and copied through the window's row store: about 0.3 ms more
+    server time on W2's page of 50 (EXPLAIN ANALYZE). Above it, they are built
+    for the page's rows only, kept in the page's order by a ``row_number()``
+    over the same ordering as ``lead()``."""
     if not plan.loads:
         raise _NotDirect
     built, entity, extras = window_parts(query, mapper, plan, dialect)
-    nests = _nests(built, plan.loads, mapper)
-    columns = [*built.columns, *(expression for expression, _ in nests)]
-    stmt = query.with_only_columns(*columns, *extras, maintain_column_froms=True)
+    lead = extras[-1] if extras else None
+    if not isinstance(lead, Over) or lead.order_by is None:
+        raise _NotDirect
+    order = func.row_number().over(order_by=lead.order_by)
+    inner = query.with_only_columns(
+        *built.columns, *extras, order, maintain_column_froms=True
+    ).subquery("harbordb_page")
+    exported = list(inner.c)
+    width = len(built.columns)
+    nests = _nests(built, plan.loads, inner)
+    columns = [*exported[:width], *(expression for expression, _ in nests)]
+    stmt = select(*columns, *exported[width:-1]).select_from(inner).order_by(exported[-1])
     statement = window_compiled(built, entity, stmt, len(columns), dialect)
     return replace(statement, nests=tuple(nest for _, nest in nests))
 
@@ -167,14 +183,13 @@ class _Tree:
 # -- compiling ------------------------------------------------------------------
 
 
-def _nests(
-    built: _Select, loads: Sequence[CollectionLoad], mapper: Mapper[Any]
-) -> list[tuple[Any, Nest]]:
-    """The subqueries (and where their arrays will be) for `loads` of `built`'s root."""
+def _nests(built: _Select, loads: Sequence[CollectionLoad], root: Any) -> list[tuple[Any, Nest]]:
+    """The subqueries (and where their arrays will be) for `loads` of `built`'s root
+    rows, read from `root` (the table, or the page's subquery)."""
     width = len(built.columns)
     found: list[tuple[Any, Nest]] = []
     for load in loads:
-        found.append(_nest(load, mapper.local_table, width + len(found), built))
+        found.append(_nest(load, root, width + len(found), built))
     return found
 
 
