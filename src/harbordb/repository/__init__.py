@@ -14,6 +14,8 @@ The package, one seam per module:
 - `plans`: load plans (``load``), compiled once (joined many-to-ones, one
   ``= ANY(:keys)`` statement per collection), checked when the class is defined.
 - `loading`: runs a plan's collection statements after its parents load.
+- `direct`, `nested`, `objects`: plans run on the driver, a `get` or a page's
+  collections nested in one statement, ORM objects built from the rows.
 - `ordering`: orderings (``order_by``), always made total by the primary key.
 - `filters`: `contains`, `any_of`, `escape_like` for user input.
 - `base`: `RepositoryBase`, the configuration and the building blocks

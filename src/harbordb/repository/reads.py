@@ -57,10 +57,12 @@ class ReadMethods(RepositoryBase[ModelT]):
         for_update: bool = False,
         skip_locked: bool = False,
     ) -> ModelT | None:
-        """The row with primary key `id`, or None. One statement plus one per loaded collection.
+        """The row with primary key `id`, or None.
 
         Without locks, a plan whose levels qualify runs on the driver and builds
-        its objects from the rows (`harbordb.repository.direct`).
+        its objects from the rows (`harbordb.repository.direct`): one statement
+        with the collections nested when they all qualify
+        (`harbordb.repository.nested`), else one plus one per loaded collection.
         """
         params = self._pk_params(id)
         mapper, plan = mapper_of(self.model), self._compiled(load)
