@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import BigInteger, ForeignKey, Integer, MetaData, bindparam, inspect, select, text
+from sqlalchemy.dialects.postgresql import CITEXT
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
@@ -189,6 +190,44 @@ async def test_a_nested_page_with_populate_existing_overwrites(
     assert again[1].genres == []
     assert again[2].title == "new"
     assert not session.sync_session.dirty
+
+
+class OtherBase(DeclarativeBase):
+    pass
+
+
+class PlainAuthor(OtherBase):
+    __tablename__ = "authors"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    books: Mapped[list[CitextBook]] = relationship(order_by="CitextBook.id", lazy="raise")
+
+
+class CitextBook(OtherBase):
+    """A column type of a PostgreSQL extension (declared so; the column is varchar):
+    the driver could not decode it inside a record, so the books stay a level of
+    their own."""
+
+    __tablename__ = "books"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    title: Mapped[str] = mapped_column(CITEXT)
+
+
+class PlainAuthors(Repository[PlainAuthor]):
+    model = PlainAuthor
+    load = ("books",)
+
+
+async def test_a_type_not_known_built_in_keeps_its_level(
+    db: Database, session: AsyncSession
+) -> None:
+    author_id, book_ids = await seed(session)
+    with count_queries(db) as queries, direct_statements(db) as direct:
+        author = await PlainAuthors(session).get(author_id)
+    assert queries.count == 2  # the author, then its books with = ANY
+    assert direct == queries.statements
+    assert [book.id for book in author.books] == book_ids
+    assert author.books[0].title.endswith("-0")
 
 
 SCHEMA = "repository_nested"

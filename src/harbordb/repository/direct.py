@@ -63,6 +63,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapper, RelationshipDirection, RelationshipProperty, Session
@@ -384,8 +385,11 @@ def _ordering(item: Any, table: Any) -> ColumnElement[Any]:
 
 # Types the driver decodes inside an anonymous record as at the top level: built-in
 # server types, each decoded by the type the record carries (so a column whose type
-# changed under a live connection still decodes as what it is now).
+# changed under a live connection still decodes as what it is now). SQLAlchemy's
+# generic and SQL-standard classes, and PostgreSQL's own classes of these types; not
+# their other subclasses (CITEXT is a TEXT of an extension's type).
 _RECORD_SAFE = (Integer, String, Boolean, DateTime, Date, Time, Interval, LargeBinary, Uuid)
+_RECORD_SAFE_PG = (postgresql.TIMESTAMP, postgresql.TIME, postgresql.INTERVAL, postgresql.BYTEA)
 
 
 def _in_record(column: Any, selected: Any) -> Any:
@@ -397,7 +401,11 @@ def _in_record(column: Any, selected: Any) -> Any:
         sql_type = sql_type.impl_instance
     if isinstance(sql_type, Enum):
         return cast(selected, Text)
-    if not isinstance(sql_type, _RECORD_SAFE):
+    generic = type(sql_type).__module__ == "sqlalchemy.sql.sqltypes"
+    if (
+        not (generic and isinstance(sql_type, _RECORD_SAFE))
+        and type(sql_type) not in _RECORD_SAFE_PG
+    ):
         raise _NotDirect
     return selected
 
