@@ -327,6 +327,57 @@ async def test_per_level_reads_equal_the_nested_ones(db: Database) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TitleRow:
+    title: str
+    author_id: int  # the key its level links on: read once, not selected again
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorAfter:
+    """Column fields after relationship fields: their positions in the row are not
+    their positions among the fields."""
+
+    books: tuple[TitleRow, ...]
+    genres: tuple[str, ...]
+    name: str
+    id: int
+
+
+async def test_per_level_statements_select_each_column_once(db: Database) -> None:
+    """Per level, a key a declared field already carries (the root's id, the books'
+    author_id) is not selected again, and relationship fields select nothing of their
+    own; sort keys and cursors still find their columns, wherever the fields put them."""
+    after = Projection(
+        AuthorAfter,
+        Author,
+        books=Projection(TitleRow, Book),
+        genres=related(Author.genres, Genre.name),
+    )
+    async with db.unit_of_work() as uow:
+        nested = await after.all(uow, order_by=("-name",))
+        with count_queries(db) as queries:
+            levels = await after.all(uow, order_by=("-name",), per_level=True)
+        assert levels == nested
+        assert nested[0] == AuthorAfter((), (), "Cy", 3)
+        assert [a.books for a in nested if a.name == "Ann"] == [
+            (TitleRow("Anchors", 1), TitleRow("Tides", 1))
+        ]
+        root, books, _ = queries.statements
+        assert "NULL" not in root, root  # no placeholders for relationship fields
+        assert "__" not in root, root  # the key all three levels link on: once (as id)
+        assert "__" not in books, books  # author_id once
+        walked: list[AuthorAfter] = []
+        cursor = None
+        while True:
+            page = await after.page(uow, after=cursor, limit=3, order_by=("-name",), per_level=True)
+            walked += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert walked == nested
+
+
 async def test_the_shape_is_chosen_per_read(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """By default `all` nests until it is expected to return `WIDE` root rows or more
     (from its limit, or from what the same read returned last time), then goes per

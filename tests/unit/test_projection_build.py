@@ -206,3 +206,35 @@ def test_enum_values_are_looked_up_and_unknown_ones_still_refused() -> None:
     assert convert(None) is None
     with pytest.raises(LookupError, match="not among the defined enum values"):
         convert("green")
+
+
+def test_enum_lookup_tables_are_subscripted_by_the_builders() -> None:
+    """Values, collections of values and per-level values: each through the table, a
+    stored value that is not the enum's refused as by SQLAlchemy."""
+    convert = _converter(
+        Enum(Colour, native_enum=False, values_callable=lambda e: [m.value for m in e]),
+        asyncpg_dialect(),  # type: ignore[no-untyped-call]
+    )
+    assert isinstance(convert, dict)
+    builder = Builder(
+        Line,
+        ["id", "colour", "points", "tags", "start"],
+        [
+            Part("value", 0),
+            Part("value", 1, convert),
+            Part("many", 2, point_builder()),
+            Part("values", 3, convert),
+            Part("one", 4, point_builder()),
+        ],
+    )
+    built = builder.one((1, "blue", None, ["red", None], None))
+    assert built == Line(1, Colour.BLUE, (), (Colour.RED, None), None)  # type: ignore[arg-type]
+    assert built.colour is Colour.BLUE
+    with pytest.raises(LookupError, match="not among the defined enum values"):
+        builder.one((1, "green", None, None, None))
+    with pytest.raises(LookupError, match="not among the defined enum values"):
+        builder.one((1, "red", None, ["green"], None))
+    by_key = value_collector(convert, 1, single=False)([("red", 5), ("blue", 5)])
+    assert by_key == {5: [Colour.RED, Colour.BLUE]}
+    with pytest.raises(LookupError, match="not among the defined enum values"):
+        value_collector(convert, 1, single=True)([("green", 5)])

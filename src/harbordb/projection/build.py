@@ -32,7 +32,8 @@ PartKind = Literal["value", "many", "one", "values", "found-many", "found-one"]
 class Part:
     """Where one field's value comes from.
 
-    ``value``: ``row[index]``, through `call` when given (a converter).
+    ``value``: ``row[index]``, through `call` when given (a converter; a dict, as
+    enum lookup tables are, is subscripted instead of called).
     ``many``: ``row[index]`` is a list of nested records, `call` the child's
     `Builder`; ``one``: one nested record or None; ``values``: a list of values
     (`call` converts each, when given). ``found-many`` / ``found-one``: read by
@@ -122,7 +123,12 @@ def value_collector(
 ) -> Callable[..., dict[Any, Any]]:
     """`collector` for rows holding one value each (the values of a related column)."""
     scope: dict[str, Any] = {"_c": convert}
-    construct = ["o = r[0]" if convert is None else "o = _c(r[0])"]
+    if convert is None:
+        construct = ["o = r[0]"]
+    elif isinstance(convert, dict):  # a lookup table (enum values)
+        construct = ["o = _c[r[0]]"]
+    else:
+        construct = ["o = _c(r[0])"]
     return collector("values", construct, scope, link, single)
 
 
@@ -179,7 +185,10 @@ def _expression(part: Part, position: int, scope: dict[str, Any]) -> str:
         scope[call] = child.many if kind == "many" else child.one
         empty = "()" if kind == "many" else "None"
         return f"({empty} if (t := {read}) is None else {call}(t))"
-    scope[call] = part.call
+    if kind == "value" and isinstance(part.call, dict):  # a lookup table (enum values)
+        scope[call] = part.call
+        return f"{call}[{read}]"
+    scope[call] = part.call.__getitem__ if isinstance(part.call, dict) else part.call
     if kind == "value":
         return f"{call}({read})"
     return f"(() if (t := {read}) is None else tuple(map({call}, t)))"

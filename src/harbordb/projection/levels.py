@@ -25,7 +25,7 @@ from sqlalchemy.types import String
 from harbordb import driver
 from harbordb.errors import ConfigurationError
 from harbordb.projection.build import Builder, Part, PartKind, value_collector
-from harbordb.projection.shape import Field, Kind
+from harbordb.projection.shape import Field, Kind, Node
 from harbordb.projection.sql import (
     Aliases,
     _child_order,
@@ -33,6 +33,7 @@ from harbordb.projection.sql import (
     _on,
     _user_defined,
     build_of,
+    carried,
     columns,
 )
 
@@ -41,7 +42,7 @@ from harbordb.projection.sql import (
 class Level:
     """One relationship field, read with its own statement."""
 
-    index: int  # the field's position in the parent's row
+    index: int  # the field's position among the parent's fields
     kind: Kind
     parent_key: int  # where the parent's row carries the key the children link to
     sql: str
@@ -51,15 +52,17 @@ class Level:
 
 
 def plan(
+    node: Node,
     relations: list[tuple[int, Field]],
     parent: Alias,
     entries: list[Any],
     parts: list[Part],
     dialect: Dialect,
 ) -> tuple[Level, ...]:
-    """The levels below a node whose row entries are `entries` on `parent`; appends
-    to `entries` the keys the children link to, and points the relationship fields'
-    `parts` at them (level i's objects are ``found[i]``)."""
+    """The levels below `node`, whose row entries are `entries` on `parent`; appends
+    to `entries` the keys the children link to (unless a field carries them already),
+    and points the relationship fields' `parts` at them (level i's objects are
+    ``found[i]``)."""
     levels: list[Level] = []
     for index, field in relations:
         prop = field.prop
@@ -70,8 +73,10 @@ def plan(
                 f"per_level reads follow relationships on one column pair; {prop} has {len(pairs)}"
             )
         local, remote = pairs[0]
-        entries.append(_on(parent, local))
-        parent_key = len(entries) - 1
+        parent_key = carried(node, parts, local)
+        if parent_key is None:
+            entries.append(_on(parent, local))
+            parent_key = len(entries) - 1
         kind: PartKind = "found-one" if field.kind == "one" else "found-many"
         parts[index] = Part(kind, parent_key, slot=len(levels))
         levels.append(_level(index, field, parent_key, remote, dialect))
@@ -96,6 +101,7 @@ def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dial
     children: tuple[Level, ...] = ()
     builder: Builder | None = None
     convert = None
+    at: int | None = None  # where the child's row carries the parent's key
     if field.kind == "values":
         assert field.value_key is not None
         value = getattr(aliased(prop.mapper.class_, child), field.value_key)
@@ -110,11 +116,14 @@ def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dial
             field.child, child, aliases, dialect, nested=False, relations=relations
         )
         source = joins.apply(source)
-        children = plan(relations, child, entries, parts, dialect)
+        children = plan(field.child, relations, child, entries, parts, dialect)
         builder = build_of(field.child, parts)
-    entries.append(link)
+        if prop.secondary is None:
+            at = carried(field.child, parts, remote)
+    if at is None:
+        entries.append(link)
+        at = len(entries) - 1
     single = field.kind == "one"
-    at = len(entries) - 1
     collect = (
         value_collector(convert, at, single) if builder is None else builder.collect(at, single)
     )

@@ -242,7 +242,7 @@ class Projection(Generic[T]):
         entries, parts, joins = columns(
             node, root, aliases, dialect, nested=False, relations=relations
         )
-        levels = plan(relations, root, entries, parts, dialect) if relations else ()
+        levels = plan(node, relations, root, entries, parts, dialect) if relations else ()
         build = build_of(node, parts)
         conditions = [condition(entity) for condition in self._filters]
         keys: list[SortKey] = []
@@ -255,7 +255,11 @@ class Projection(Generic[T]):
                 conditions.append(getattr(entity, name) == key_param)
         else:
             keys = self._sort_keys(entity, shape[1])
-            fields = {field.key: i for i, field in enumerate(node.fields) if field.key}
+            fields = {  # where the row carries each column field
+                field.key: part.index
+                for field, part in zip(node.fields, parts, strict=True)
+                if field.key and part.kind == "value"
+            }
             for key in keys:
                 if key.name in fields:
                     key_columns.append(fields[key.name])

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Table, Text, and_, cast, func, null, select
+from sqlalchemy import Table, Text, and_, cast, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import RelationshipProperty, aliased
@@ -83,14 +83,16 @@ def columns(
     """The select-list entries of `node` on `alias`, in field order; where each field's
     value comes from (`harbordb.projection.build.Part`); the joins they need.
 
-    With `relations` (a list to fill), relationship fields are not nested: their
-    entries are NULL placeholders, listed in `relations`, for the caller to read
-    with statements of their own (`found` parts, set by the caller)."""
+    A part's ``index`` is its entry's position in the row; the parts themselves are
+    in field order. With `relations` (a list to fill, with each field's position),
+    relationship fields are not nested: they have no entry, and the caller reads
+    them with statements of their own (`found` parts, set by the caller)."""
     entity = aliased(node.model, alias)
     joins = Joins(alias, aliases)
     out: list[Any] = []
     parts: list[Part] = []
-    for index, field in enumerate(node.fields):
+    for position, field in enumerate(node.fields):
+        index = len(out)  # where this field's entry goes in the row
         if field.kind == "column":
             if field.path:
                 expression = _on(joins.alias(field.path), field.column)
@@ -104,15 +106,28 @@ def columns(
                 expression = cast(expression, Text)
             out.append(expression)
             parts.append(Part("value", index, _converter(sql_type, dialect)))
-        elif relations is not None:
-            relations.append((index, field))
-            out.append(null())
-            parts.append(Part("found-one" if field.kind == "one" else "found-many", index))
+        elif relations is not None:  # no entry: the caller points the part at a key
+            relations.append((position, field))
+            parts.append(Part("found-one" if field.kind == "one" else "found-many", -1))
         else:
             entry, part = _related_subquery(field, index, alias, aliases, dialect)
             out.append(entry)
             parts.append(part)
     return out, parts, joins
+
+
+def carried(node: Node, parts: list[Part], column: Any) -> int | None:
+    """Where rows of `node` (not nested) already carry table `column`, as a plain
+    column field: a key the per-level shape needs is then not selected twice."""
+    for field, part in zip(node.fields, parts, strict=True):
+        if (
+            field.key is not None
+            and not field.path
+            and part.kind == "value"
+            and node.mapper.column_attrs[field.key].columns[0] is column
+        ):
+            return part.index
+    return None
 
 
 def build_of(node: Node, parts: list[Part]) -> Builder:
@@ -144,15 +159,16 @@ def _converter(sql_type: TypeEngine[Any] | None, dialect: Dialect) -> Callable[[
             return None
         # A dict lookup in C per value; anything unlisted goes to SQLAlchemy's processor
         # (which raises its LookupError for a value that is not the enum's).
-        table = _Lookup(processor)
+        table = Lookup(processor)
         table.update({value: processor(value) for value in sql_type.enums})
         table[None] = None
-        return table.__getitem__
+        return table
     return None
 
 
-class _Lookup(dict[Any, Any]):
-    """Stored enum values to the model's values; a miss asks `processor`."""
+class Lookup(dict[Any, Any]):
+    """Stored enum values to the model's values; a miss asks `processor`. Callable as a
+    converter; the builders subscript it instead (no call per value)."""
 
     def __init__(self, processor: Callable[[Any], Any]) -> None:
         super().__init__()
@@ -160,6 +176,9 @@ class _Lookup(dict[Any, Any]):
 
     def __missing__(self, value: Any) -> Any:
         return self.processor(value)
+
+    def __call__(self, value: Any) -> Any:
+        return self[value]
 
 
 def _related_subquery(
