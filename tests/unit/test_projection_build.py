@@ -165,7 +165,9 @@ def test_fill_puts_each_object_in_its_rows_place() -> None:
     assert rows == [Point(1, "a"), Point(2, "b")]
 
 
-def test_found_parts_read_objects_by_parent_key() -> None:
+@pytest.mark.parametrize("width", [None, 7])
+def test_found_parts_read_objects_by_parent_key(width: int | None) -> None:
+    """Rows read value by value, or (of a known width, as every read's are) unpacked."""
     builder = Builder(
         Line,
         ["id", "colour", "points", "tags", "start"],
@@ -176,6 +178,7 @@ def test_found_parts_read_objects_by_parent_key() -> None:
             Part("found-many", 5, slot=1),
             Part("found-one", 6, slot=2),
         ],
+        width,
     )
     found = ({10: [Point(1, "a")]}, {10: ["x", "y"]}, {20: Point(2, "b")})
     assert builder.fill([(1, "red", None, None, None, 10, 20)], found) == [
@@ -186,12 +189,17 @@ def test_found_parts_read_objects_by_parent_key() -> None:
     )
 
 
-def test_collect_groups_objects_by_key_in_row_order() -> None:
+@pytest.mark.parametrize("width", [None, 3])
+def test_collect_groups_objects_by_key_in_row_order(width: int | None) -> None:
     rows: list[Any] = [(1, "a", 10), (2, "b", 11), (3, "c", 10)]
-    grouped = point_builder().collect(2, single=False)(rows)
+    builder = Builder(Point, ["x", "label"], [Part("value", 0), Part("value", 1)], width)
+    grouped = builder.collect(2, single=False)(rows)
     assert grouped == {10: [Point(1, "a"), Point(3, "c")], 11: [Point(2, "b")]}
     assert rows == [None, None, None]  # released as built
-    assert point_builder().collect(2, single=True)([(1, "a", 10)]) == {10: Point(1, "a")}
+    assert builder.collect(2, single=True)([(1, "a", 10)]) == {10: Point(1, "a")}
+    if width is not None:  # a row of another width is refused, never misread
+        with pytest.raises(ValueError, match="unpack"):
+            builder.collect(2, single=True)([(1, "a", 10, 11)])
     upper = value_collector(str.upper, 1, single=False)
     assert upper([("a", 1), ("b", 1), ("c", 2)]) == {1: ["A", "B"], 2: ["C"]}
 

@@ -54,12 +54,20 @@ class Builder:
     with each row replaced by its object. ``many(rows)``: a tuple of the objects
     of nested records (the list is reused). ``collect(rows, link, single, found)``:
     the objects by ``row[link]``, in a list each (``single``: the object).
+    With `width`, every row has exactly that many values and is unpacked once.
     """
 
-    def __init__(self, cls: type[Any], names: Sequence[str], parts: Sequence[Part]) -> None:
+    def __init__(
+        self,
+        cls: type[Any],
+        names: Sequence[str],
+        parts: Sequence[Part],
+        width: int | None = None,
+    ) -> None:
         self.cls = cls
-        self._scope: dict[str, Any] = {"_cls": cls, "_new": object.__new__}
-        self._construct = _construct(cls, names, parts, self._scope)
+        self._scope: dict[str, Any] = {"_cls": cls}
+        self._value = _reader(width)
+        self._construct = _construct(cls, names, parts, self._scope, width)
         functions = _generate(
             cls,
             self._scope,
@@ -86,20 +94,21 @@ class Builder:
         found = self._collectors.get((link, single))
         if found is None:
             found = self._collectors[(link, single)] = collector(
-                self.cls, self._construct, self._scope, link, single
+                self.cls, self._construct, self._scope, self._value(link), single
             )
         return found
 
 
 def collector(
-    cls: Any, construct: list[str], scope: dict[str, Any], link: int, single: bool
+    cls: Any, construct: list[str], scope: dict[str, Any], link: str, single: bool
 ) -> Callable[..., dict[Any, Any]]:
-    """A generated loop grouping the objects `construct` builds by ``r[link]``."""
+    """A generated loop grouping the objects `construct` builds by `link`, the
+    expression of the row's key (``r[2]``, or ``v2`` once unpacked)."""
     if single:
-        keep = [f"by_key[r[{link}]] = o"]
+        keep = [f"by_key[{link}] = o"]
     else:
         keep = [
-            f"k = r[{link}]",
+            f"k = {link}",
             "group = get(k)",
             "if group is None: by_key[k] = [o]",
             "else: group.append(o)",
@@ -129,7 +138,7 @@ def value_collector(
         construct = ["o = _c[r[0]]"]
     else:
         construct = ["o = _c(r[0])"]
-    return collector("values", construct, scope, link, single)
+    return collector("values", construct, scope, f"r[{link}]", single)
 
 
 def _loop(construct: list[str], keep: str, done: str) -> list[str]:
@@ -154,21 +163,45 @@ def _generate(
     return {name: namespace[name] for name, _, _ in functions}
 
 
+def _reader(width: int | None) -> Callable[[int], str]:
+    """How the generated code reads value `i` of a row: ``r[i]``, or, for rows of a
+    known `width`, ``vi`` once the row is unpacked (`_unpack`): cheaper than
+    subscripting an asyncpg record value by value."""
+    if not width:
+        return lambda index: f"r[{index}]"
+    return lambda index: f"v{index}"
+
+
+def _unpack(width: int | None) -> list[str]:
+    if not width:
+        return []
+    targets = ", ".join(f"v{index}" for index in range(width))
+    return [f"{targets}{',' if width == 1 else ''} = r"]
+
+
 def _construct(
-    cls: type[Any], names: Sequence[str], parts: Sequence[Part], scope: dict[str, Any]
+    cls: type[Any],
+    names: Sequence[str],
+    parts: Sequence[Part],
+    scope: dict[str, Any],
+    width: int | None,
 ) -> list[str]:
     """Lines building ``o`` from row ``r`` (and ``found``)."""
-    values = [_expression(part, position, scope) for position, part in enumerate(parts)]
+    value = _reader(width)
+    values = [_expression(part, position, scope, value) for position, part in enumerate(parts)]
     twin = _twin(cls, names)
     if twin is None:
-        return [f"o = _cls({', '.join(values)})"]
+        return [*_unpack(width), f"o = _cls({', '.join(values)})"]
     scope["_twin"] = twin
     stores = [f"o.{name} = {value}" for name, value in zip(names, values, strict=True)]
-    return ["o = _new(_twin)", *stores, "o.__class__ = _cls"]
+    # Calling the twin (no __init__ of its own) allocates faster than object.__new__.
+    return [*_unpack(width), "o = _twin()", *stores, "o.__class__ = _cls"]
 
 
-def _expression(part: Part, position: int, scope: dict[str, Any]) -> str:
-    read = f"r[{part.index}]"
+def _expression(
+    part: Part, position: int, scope: dict[str, Any], value: Callable[[int], str]
+) -> str:
+    read = value(part.index)
     call = f"_c{position}"
     kind = part.kind
     if kind == "found-one":

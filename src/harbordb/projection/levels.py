@@ -99,7 +99,6 @@ def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dial
         on = [_on(secondary, s) == _on(child, c) for c, s in prop.secondary_synchronize_pairs or ()]
         source = child.join(secondary, and_(*on))
     children: tuple[Level, ...] = ()
-    builder: Builder | None = None
     convert = None
     at: int | None = None  # where the child's row carries the parent's key
     if field.kind == "values":
@@ -117,16 +116,16 @@ def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dial
         )
         source = joins.apply(source)
         children = plan(field.child, relations, child, entries, parts, dialect)
-        builder = build_of(field.child, parts)
         if prop.secondary is None:
             at = carried(field.child, parts, remote)
     if at is None:
         entries.append(link)
         at = len(entries) - 1
     single = field.kind == "one"
-    collect = (
-        value_collector(convert, at, single) if builder is None else builder.collect(at, single)
-    )
+    if field.child is None:
+        collect = value_collector(convert, at, single)
+    else:
+        collect = build_of(field.child, parts, len(entries)).collect(at, single)
     keys = bindparam("_keys", type_=ARRAY(link.type))
     statement = select(*entries).select_from(source).where(link == any_(keys))
     if field.kind != "one":

@@ -243,7 +243,6 @@ class Projection(Generic[T]):
             node, root, aliases, dialect, nested=False, relations=relations
         )
         levels = plan(node, relations, root, entries, parts, dialect) if relations else ()
-        build = build_of(node, parts)
         conditions = [condition(entity) for condition in self._filters]
         keys: list[SortKey] = []
         key_columns: list[int] = []
@@ -266,6 +265,7 @@ class Projection(Generic[T]):
                 else:  # carried after the fields, for the cursor
                     key_columns.append(len(entries))
                     entries.append(key.column)
+        build = build_of(node, parts, len(entries))  # the row: entries, keys included
         statement = select(*entries).select_from(joins.apply(root))
         if kind == "page" and shape[2]:
             after = [bindparam(f"_after_{i}", type_=k.type) for i, k in enumerate(keys)]

@@ -130,9 +130,9 @@ def carried(node: Node, parts: list[Part], column: Any) -> int | None:
     return None
 
 
-def build_of(node: Node, parts: list[Part]) -> Builder:
-    """The builder of `node`'s objects from rows whose values `parts` locate."""
-    return Builder(node.cls, [field.name for field in node.fields], parts)
+def build_of(node: Node, parts: list[Part], width: int) -> Builder:
+    """The builder of `node`'s objects from rows of `width` values that `parts` locate."""
+    return Builder(node.cls, [field.name for field in node.fields], parts, width)
 
 
 def _user_defined(sql_type: TypeEngine[Any]) -> bool:
@@ -204,7 +204,7 @@ def _related_subquery(
         return query.scalar_subquery(), Part("values", index, _converter(value_type, dialect))
     assert field.child is not None
     entries, parts, joins = columns(field.child, child, aliases, dialect, nested=True)
-    build = build_of(field.child, parts)
+    build = build_of(field.child, parts, len(entries))
     source = joins.apply(source)
     row = func.row(*entries)
     if field.kind == "one":
