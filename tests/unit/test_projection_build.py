@@ -180,7 +180,7 @@ def test_found_parts_read_objects_by_parent_key(width: int | None) -> None:
         ],
         width,
     )
-    found = ({10: [Point(1, "a")]}, {10: ["x", "y"]}, {20: Point(2, "b")})
+    found = ({10: (Point(1, "a"),)}, {10: ("x", "y")}, {20: Point(2, "b")})
     assert builder.fill([(1, "red", None, None, None, 10, 20)], found) == [
         Line(1, Colour.RED, (Point(1, "a"),), ("x", "y"), Point(2, "b"))
     ]
@@ -191,17 +191,31 @@ def test_found_parts_read_objects_by_parent_key(width: int | None) -> None:
 
 @pytest.mark.parametrize("width", [None, 3])
 def test_collect_groups_objects_by_key_in_row_order(width: int | None) -> None:
-    rows: list[Any] = [(1, "a", 10), (2, "b", 11), (3, "c", 10)]
+    """Rows come ordered by key; a key met again later (a collation that orders
+    differently from Python's equality) still gets all its objects, in row order."""
+    rows: list[Any] = [(1, "a", 10), (3, "c", 10), (2, "b", 11), (4, "d", 12)]
     builder = Builder(Point, ["x", "label"], [Part("value", 0), Part("value", 1)], width)
     grouped = builder.collect(2, single=False)(rows)
-    assert grouped == {10: [Point(1, "a"), Point(3, "c")], 11: [Point(2, "b")]}
-    assert rows == [None, None, None]  # released as built
-    assert builder.collect(2, single=True)([(1, "a", 10)]) == {10: Point(1, "a")}
+    assert grouped == {
+        10: (Point(1, "a"), Point(3, "c")),
+        11: (Point(2, "b"),),
+        12: (Point(4, "d"),),
+    }
+    assert all(type(group) is tuple for group in grouped.values())
+    interleaved: list[Any] = [(1, "a", 10), (2, "b", 11), (3, "c", 10), (4, "d", 10)]
+    assert builder.collect(2, single=False)(interleaved) == {
+        10: (Point(1, "a"), Point(3, "c"), Point(4, "d")),
+        11: (Point(2, "b"),),
+    }
+    assert builder.collect(2, single=False)([]) == {}
+    single: list[Any] = [(1, "a", 10)]
+    assert builder.collect(2, single=True)(single) == {10: Point(1, "a")}
+    assert single == [None]  # released as built
     if width is not None:  # a row of another width is refused, never misread
         with pytest.raises(ValueError, match="unpack"):
             builder.collect(2, single=True)([(1, "a", 10, 11)])
     upper = value_collector(str.upper, 1, single=False)
-    assert upper([("a", 1), ("b", 1), ("c", 2)]) == {1: ["A", "B"], 2: ["C"]}
+    assert upper([("a", 1), ("b", 1), ("c", 2)]) == {1: ("A", "B"), 2: ("C",)}
 
 
 def test_enum_values_are_looked_up_and_unknown_ones_still_refused() -> None:
@@ -243,6 +257,6 @@ def test_enum_lookup_tables_are_subscripted_by_the_builders() -> None:
     with pytest.raises(LookupError, match="not among the defined enum values"):
         builder.one((1, "red", None, ["green"], None))
     by_key = value_collector(convert, 1, single=False)([("red", 5), ("blue", 5)])
-    assert by_key == {5: [Colour.RED, Colour.BLUE]}
+    assert by_key == {5: (Colour.RED, Colour.BLUE)}
     with pytest.raises(LookupError, match="not among the defined enum values"):
         value_collector(convert, 1, single=True)([("green", 5)])

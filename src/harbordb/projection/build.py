@@ -38,7 +38,7 @@ class Part:
     `Builder`; ``one``: one nested record or None; ``values``: a list of values
     (`call` converts each, when given). ``found-many`` / ``found-one``: read by
     a statement of its own; the objects are in ``found[slot]``, a dict keyed by
-    the parent key ``row[index]``.
+    the parent key ``row[index]`` (a tuple of them for ``found-many``).
     """
 
     kind: PartKind
@@ -53,7 +53,7 @@ class Builder:
     ``one(row, found)``: the object of one row. ``fill(rows, found)``: `rows`
     with each row replaced by its object. ``many(rows)``: a tuple of the objects
     of nested records (the list is reused). ``collect(rows, link, single, found)``:
-    the objects by ``row[link]``, in a list each (``single``: the object).
+    the objects by ``row[link]``, in a tuple each (``single``: the object).
     With `width`, every row has exactly that many values and is unpacked once.
     """
 
@@ -103,24 +103,44 @@ def collector(
     cls: Any, construct: list[str], scope: dict[str, Any], link: str, single: bool
 ) -> Callable[..., dict[Any, Any]]:
     """A generated loop grouping the objects `construct` builds by `link`, the
-    expression of the row's key (``r[2]``, or ``v2`` once unpacked)."""
+    expression of the row's key (``r[2]``, or ``v2`` once unpacked): one object per
+    key (`single`), else a tuple of them in row order.
+
+    The per-level statements order their rows by that key first, so each key's
+    objects come in one run: the tuple is a slice of all the objects (no list per
+    key). A key seen in two runs (possible only if the server's order and Python's
+    equality disagree, as with a nondeterministic collation) gets both, in order.
+    """
     if single:
-        keep = [f"by_key[{link}] = o"]
-    else:
-        keep = [
-            f"k = {link}",
-            "group = get(k)",
-            "if group is None: by_key[k] = [o]",
-            "else: group.append(o)",
+        body = [
+            "by_key = {}",
+            "for i, r in enumerate(rows):",
+            "    rows[i] = None",
+            *(f"    {line}" for line in construct),
+            f"    by_key[{link}] = o",
+            "return by_key",
         ]
-    body = [
-        "by_key = {}",
-        "get = by_key.get",
-        "for i, r in enumerate(rows):",
-        "    rows[i] = None",
-        *(f"    {line}" for line in construct + keep),
-        "return by_key",
-    ]
+    else:
+        scope = {**scope, "_start": object()}
+        body = [
+            "starts = []",
+            "last = _start",
+            "for i, r in enumerate(rows):",
+            *(f"    {line}" for line in construct),
+            "    rows[i] = o",
+            f"    if (k := {link}) != last:",
+            "        last = k",
+            "        starts.append((i, k))",
+            "flat = tuple(rows)",
+            "by_key = {}",
+            "get = by_key.get",
+            "end = len(flat)",
+            "for i, k in reversed(starts):",
+            "    later = get(k)",
+            "    by_key[k] = flat[i:end] if later is None else flat[i:end] + later",
+            "    end = i",
+            "return by_key",
+        ]
     function: Callable[..., dict[Any, Any]] = _generate(
         cls, scope, [("collect", "rows, found=()", body)]
     )["collect"]
@@ -207,7 +227,7 @@ def _expression(
     if kind == "found-one":
         return f"found[{part.slot}].get({read})"
     if kind == "found-many":
-        return f"(() if (t := found[{part.slot}].get({read})) is None else tuple(t))"
+        return f"(() if (t := found[{part.slot}].get({read})) is None else t)"
     if part.call is None:
         if kind == "value":
             return read
