@@ -34,7 +34,12 @@ from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from harbordb import Database, Repository, assert_max_queries, count_queries
-from harbordb.driver import ADAPTER_MEMBERS, SESSION_TRANSACTION_MEMBER, held
+from harbordb.driver import (
+    ADAPTER_MEMBERS,
+    SESSION_TRANSACTION_MEMBER,
+    UNIT_OF_WORK_MEMBERS,
+    held,
+)
 from harbordb.errors import ConfigurationError, DatabaseError, InvalidCursor, Timeout, Unavailable
 from harbordb.projection import Projection, reads, related
 
@@ -643,6 +648,84 @@ async def test_adapter_members_used_are_still_there() -> None:
             AsyncAdapt_asyncpg_connection.__slots__  # type: ignore[attr-defined]
         ), member
     assert inspect.iscoroutinefunction(AsyncAdapt_asyncpg_connection._start_transaction)
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """What the server says about the transaction a read ran in."""
+
+    id: int
+    read_only: str
+    isolation: str
+
+
+BACKEND = Projection(
+    Backend,
+    Author,
+    read_only=lambda author: func.current_setting("transaction_read_only"),
+    isolation=lambda author: func.current_setting("transaction_isolation"),
+)
+
+
+async def test_plain_units_of_work_read_on_their_own_connection(db: Database) -> None:
+    """A unit of work with nothing to set reads on the connection it checked out, without
+    opening its session; the session, taken later, is on that same connection. READ
+    ONLY and an isolation level still apply: those reads open the session first."""
+    async with db.unit_of_work() as uow:
+        before = await BACKEND.get(uow, 1)
+        assert uow._session is None  # no session opened to find the connection
+        assert before is not None
+        own = (await held(uow)).driver
+        session_connection = (await uow.session.connection()).sync_connection
+        assert session_connection.connection.driver_connection is own  # one client connection
+        assert await BACKEND.get(uow, 1) == before
+    async with db.unit_of_work(read_only=True) as uow:
+        found = await BACKEND.get(uow, 1)
+        assert found is not None
+        assert found.read_only == "on"
+    async with db.unit_of_work(isolation_level="REPEATABLE READ") as uow:
+        found = await BACKEND.get(uow, 1)
+        assert found is not None
+        assert found.isolation == "repeatable read"
+
+
+async def test_traced_units_of_work_keep_their_span(db: Database) -> None:
+    """With statement observers, a projection read opens the session, whose transaction
+    carries the unit of work's span: the read's statement is its child."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from harbordb.observability import instrument
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentation = instrument(db, metrics=False, tracer_provider=provider)
+    try:
+        async with db.unit_of_work() as uow:
+            assert await CARDS.get(uow, 1) == ann()
+    finally:
+        instrumentation.remove()
+    spans = exporter.get_finished_spans()
+    (work,) = [span for span in spans if span.name == "harbordb.unit_of_work"]
+    assert work.context is not None
+    reads = [span for span in spans if span.name == "SELECT"]
+    assert reads
+    assert all(span.parent is not None for span in reads)
+    assert {span.parent.span_id for span in reads if span.parent} == {work.context.span_id}
+
+
+async def test_unit_of_work_members_used_are_still_there(db: Database) -> None:
+    """`harbordb.driver.own_connection` reads four non-public members of `UnitOfWork`:
+    if they are renamed, this fails before reads quietly open sessions again."""
+    uow = db.unit_of_work()
+    for member in UNIT_OF_WORK_MEMBERS:
+        assert hasattr(uow, member), member
+    async with uow:
+        assert uow._connection is not None
+        assert uow._session is None
+        assert (await held(uow)).connection is uow._connection
 
 
 async def test_the_unit_of_works_connection_is_found_without_asking_sqlalchemy(
