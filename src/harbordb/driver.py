@@ -42,8 +42,7 @@ server's default level is not READ COMMITTED, nothing is begun, so there is
 nothing for the session to join or roll back if the block opens it later.
 With statement observers on the engine (`harbordb.observability`), reads
 still open the session, whose transaction carries the unit of work's span.
-This reads the unit of work's ``_state``, ``_session``, ``_connection`` and
-``_options`` (`UNIT_OF_WORK_MEMBERS`, checked by the tests).
+The unit of work names that connection (``UnitOfWork._bare_connection``).
 
 Finding the session's connection reads ``SessionTransaction._connections``
 (`SESSION_TRANSACTION_MEMBER`). It also uses non-public members of the adapter (``_execute_mutex``,
@@ -92,9 +91,6 @@ ADAPTER_MEMBERS = (
     "_invalidate_schema_cache_asof",
     "_check_type_cache_invalidation",
 )
-# `harbordb.uow.UnitOfWork`'s state, session, own connection and its execution options
-# (`own_connection`); checked by the tests.
-UNIT_OF_WORK_MEMBERS = ("_state", "_session", "_connection", "_options")
 # The asyncpg dialect's cross-connection invalidation of cached statements and types.
 DIALECT_MEMBERS = ("_invalidate_schema_cache", "_invalidate_schema_cache_asof")
 
@@ -163,15 +159,12 @@ async def held(source: Any) -> Held:
 
 def own_connection(source: Any) -> Held | None:
     """The connection an open unit of work checked out itself, when reading on it needs
-    no session: the session not opened, no execution options to set when it opens (an
-    isolation level set then would roll back what a read had begun), no statement
-    observers (the unit of work's span hangs off its session's transaction)."""
-    if getattr(source, "_state", None) != "open" or source._session is not None:
-        return None
-    connection = getattr(source, "_connection", None)
+    no session (``UnitOfWork._bare_connection``) and no statement observer is on the
+    engine (the unit of work's span hangs off its session's transaction)."""
+    bare = getattr(source, "_bare_connection", None)
+    connection = None if bare is None else bare()
     if (
         not isinstance(connection, Connection)
-        or source._options
         or not _usable(connection)
         or has_direct_observers(connection.engine)
     ):

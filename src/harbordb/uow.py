@@ -476,6 +476,15 @@ class UnitOfWork:
             session = self._open_session(AsyncConnection(self._engine, self._connection))
         return session
 
+    def _bare_connection(self) -> Connection | None:
+        """The connection it checked out, when a read may use it without the session
+        (`harbordb.driver.own_connection`): open, the session not opened, no execution
+        options to set when it opens (an isolation level set then would roll back
+        what a read had begun)."""
+        if self._state != "open" or self._session is not None or self._options:
+            return None
+        return self._connection
+
     def _require_open(self) -> None:
         if self._state != "open":
             raise UnitOfWorkClosed(_closed_message(self._state))

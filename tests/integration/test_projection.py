@@ -37,7 +37,6 @@ from harbordb import Database, Repository, assert_max_queries, count_queries
 from harbordb.driver import (
     ADAPTER_MEMBERS,
     SESSION_TRANSACTION_MEMBER,
-    UNIT_OF_WORK_MEMBERS,
     held,
 )
 from harbordb.errors import ConfigurationError, DatabaseError, InvalidCursor, Timeout, Unavailable
@@ -716,16 +715,17 @@ async def test_traced_units_of_work_keep_their_span(db: Database) -> None:
     assert {span.parent.span_id for span in reads if span.parent} == {work.context.span_id}
 
 
-async def test_unit_of_work_members_used_are_still_there(db: Database) -> None:
-    """`harbordb.driver.own_connection` reads four non-public members of `UnitOfWork`:
-    if they are renamed, this fails before reads quietly open sessions again."""
-    uow = db.unit_of_work()
-    for member in UNIT_OF_WORK_MEMBERS:
-        assert hasattr(uow, member), member
-    async with uow:
-        assert uow._connection is not None
-        assert uow._session is None
-        assert (await held(uow)).connection is uow._connection
+async def test_the_unit_of_works_bare_connection_is_the_one_it_checked_out(db: Database) -> None:
+    """`harbordb.driver.own_connection` asks the unit of work for its bare connection:
+    the one it checked out, until its session opens; none once it has."""
+    async with db.unit_of_work() as uow:
+        bare = uow._bare_connection()
+        assert bare is not None
+        assert (await held(uow)).connection is bare
+        session_connection = (await uow.session.connection()).sync_connection
+        assert session_connection is bare
+        assert uow._bare_connection() is None
+    assert uow._bare_connection() is None
 
 
 async def test_the_unit_of_works_connection_is_found_without_asking_sqlalchemy(
