@@ -7,7 +7,8 @@ Off by default; one switch turns it on. A service calls, once at startup::
 
 or `instrument(db, ...)` with explicit arguments. Then:
 
-- **Traces**: a ``harbordb.unit_of_work`` span per unit of work (attributes
+- **Traces**: a ``harbordb.unit_of_work`` span per unit of work that runs a
+  statement (attributes
   ``harbordb.read_only``, ``.role`` (the public name), ``.isolation_level``,
   ``.statements``, ``.rows``, ``.retries`` (re-runs before this attempt, from
   `Database.run`), ``.outcome`` (committed / rolled_back); error status when a
