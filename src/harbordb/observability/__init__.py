@@ -8,10 +8,10 @@ Off by default; one switch turns it on. A service calls, once at startup::
 or `instrument(db, ...)` with explicit arguments. Then:
 
 - **Traces**: a ``harbordb.unit_of_work`` span per unit of work that runs a
-  statement (attributes
-  ``harbordb.read_only``, ``.role`` (the public name), ``.isolation_level``,
-  ``.statements``, ``.rows``, ``.retries`` (re-runs before this attempt, from
-  `Database.run`), ``.outcome`` (committed / rolled_back); error status when a
+  statement (attributes ``harbordb.read_only``, ``.role`` (the public name),
+  ``.isolation_level``, ``.statements``, ``.rows``, ``.retries`` (re-runs
+  before this attempt, from `Database.run`), ``.outcome`` (committed /
+  rolled_back); error status when a
   statement failed), with one CLIENT span per statement as its children
   (``db.query.text`` with placeholders and quoted literals redacted,
   ``db.response.returned_rows``, on failure ``db.response.status_code`` =
