@@ -10,6 +10,7 @@ build or where load events listen; directly and through PgBouncer (the `db` fixt
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,6 +140,26 @@ async def test_a_plan_runs_on_the_driver_in_one_statement(
     assert queries.count == 3  # books through SQLAlchemy, chapters and genres direct
     assert len(direct) == 2
     assert books[0].chapters[0] is author.books[0].chapters[0]
+
+
+async def test_objects_are_registered_as_sqlalchemys_identity_map_does(
+    db: Database, session: AsyncSession
+) -> None:
+    """Registered inline (`IdentityMap._add_unpresent`'s two steps): found by key, tied
+    to the map, and gone from it once the program drops them (a weak identity map)."""
+    author_id, _ = await seed(session)
+    author = await AuthorRepository(session).get(author_id)
+    identity_map = session.sync_session.identity_map
+    chapter = author.books[0].chapters[0]
+    state = inspect(chapter)
+    assert identity_map.get(state.key) is chapter
+    assert state._instance_dict() is identity_map
+    assert identity_map.contains_state(state)
+    keys = [inspect(book).key for book in author.books]
+    del author, chapter, state
+    gc.collect()
+    assert all(key not in identity_map for key in keys)
+    assert len(identity_map) == 0
 
 
 async def test_a_missing_row_and_locking_reads(db: Database, session: AsyncSession) -> None:

@@ -28,7 +28,7 @@ with SQLAlchemy). At run time, listeners of a model's ``load`` (or, with
 
 Non-public SQLAlchemy API used (pinned ``<2.2``; `SQLALCHEMY_MEMBERS` is
 checked by ``tests/integration/test_repository_direct.py``):
-``IdentityMap._add_unpresent`` and ``_dict``, ``ClassManager._state_constructor``,
+``IdentityMap._dict`` and ``_wr``, ``ClassManager._state_constructor``,
 ``InstanceState._commit`` / ``_commit_all``, ``Mapper._identity_class``,
 ``Session._autoflush``, ``sqlalchemy.util.await_``, and for collections
 ``CollectionAdapter(impl, state, data)`` and the attribute impl's
@@ -78,7 +78,7 @@ from harbordb.repository.plans import KEYS, CollectionLoad, CompiledPlan, Joins,
 
 # Non-public members this module relies on: {owner: members}.
 SQLALCHEMY_MEMBERS = {
-    "IdentityMap": ("_add_unpresent", "_dict"),
+    "IdentityMap": ("_dict", "_wr"),
     "ClassManager": ("_state_constructor",),
     "InstanceState": ("_commit", "_commit_all"),
     "Mapper": ("_identity_class",),

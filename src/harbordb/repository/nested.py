@@ -140,7 +140,9 @@ class _Tree:
 
     def __init__(self, hydrator: Hydrator) -> None:
         self.hydrator = hydrator
-        self.done: set[tuple[int, str]] = set()  # (owner, key) set by this read
+        # (owner, key) set by this read: needed only with ``populate_existing``; else a
+        # collection set once is in its owner's ``__dict__`` and is not set again.
+        self.done: set[tuple[int, str]] | None = set() if hydrator.overwrite else None
         self.setters: dict[Nest, Callable[[Any, list[Any]], None]] = {}
 
     def build(self, entity: Entity, row: Sequence[Any], nests: tuple[Nest, ...]) -> Any:
@@ -158,25 +160,28 @@ class _Tree:
             if owner is None:
                 continue
             key = nest.relationship.key
-            mark = (id(owner), key)
-            if mark in self.done:
-                continue
-            self.done.add(mark)
-            if hydrator.overwrite or key not in instance_dict(owner):
-                self._setter(nest)(owner, children)
+            if self.done is None:
+                if key in instance_dict(owner):
+                    continue
+            else:
+                mark = (id(owner), key)
+                if mark in self.done:
+                    continue
+                self.done.add(mark)
+            setter = self.setters.get(nest)
+            if setter is None:
+                setter = self.setters[nest] = self._setter(nest)
+            setter(owner, children)
         return owner
 
     def _setter(self, nest: Nest) -> Callable[[Any, list[Any]], None]:
-        found = self.setters.get(nest)
+        found = self.hydrator.collection_setter(nest.relationship)
         if found is None:
-            found = self.hydrator.collection_setter(nest.relationship)
-            if found is None:
-                key = nest.relationship.key
+            key = nest.relationship.key
 
-                def found(owner: Any, children: list[Any]) -> None:
-                    set_committed_value(owner, key, children)
+            def found(owner: Any, children: list[Any]) -> None:
+                set_committed_value(owner, key, children)
 
-            self.setters[nest] = found
         return found
 
 

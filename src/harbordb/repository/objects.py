@@ -6,12 +6,14 @@ registered as persistent in the session's identity map. An object already in
 the identity map is kept, its unloaded columns filled in; with
 ``populate_existing`` it is overwritten, as SQLAlchemy does. Each model's
 `Entity` carries a function generated for its columns (`make`): one
-assignment per column, the identity key built in place, the identity map
-looked up and the instance made inline (as SQLAlchemy's own loading and
-``ClassManager.new_instance`` do), no loop and no per-value test.
+assignment per column, the identity key built once, the identity map
+looked up once and the instance made and registered inline (as SQLAlchemy's
+own loading and ``ClassManager.new_instance`` do), no loop and no per-value
+test.
 
 Non-public SQLAlchemy API used (`harbordb.repository.direct.SQLALCHEMY_MEMBERS`,
-checked by a test): ``IdentityMap._dict`` and ``_add_unpresent``,
+checked by a test): ``IdentityMap._dict`` and ``_wr`` (what its
+``_add_unpresent`` sets, done inline),
 ``ClassManager._state_constructor``, ``InstanceState._commit`` /
 ``_commit_all``, ``CollectionAdapter(impl, state, data)``, the attribute
 impl's ``collection_factory`` and ``dispatch``.
@@ -83,48 +85,45 @@ def entity_of(
             "    key = (identity_class, ident, None)",
         ]
     lines += [
-        "    obj = h.made.get(key)",
-        "    if obj is not None:",
-        "        return obj",
         "    state = h.states.get(key)",  # IdentityMap.get, without its call
-        "    obj = None if state is None else state.obj()",
-        "    if obj is None:",
+        "    if state is not None:",
+        "        obj = state.obj()",
+        "        if obj is not None:",
+        "            if id(obj) not in h.fresh:",
+        "                h.existing(entity, obj, row)",
+        "            return obj",
     ]
     if type(manager) is ClassManager:  # ClassManager.new_instance, inline
         lines += [
-            "        obj = new_object(cls)",
-            "        state = State(obj, manager)",
-            "        values = instance_dict(obj)",
-            f"        values[{manager.STATE_ATTR!r}] = state",
+            "    obj = new_object(cls)",
+            "    state = State(obj, manager)",
+            "    values = instance_dict(obj)",
+            f"    values[{manager.STATE_ATTR!r}] = state",
         ]
     else:
         lines += [
-            "        obj = manager.new_instance()",
-            "        state = instance_state(obj)",
-            "        values = instance_dict(obj)",
+            "    obj = manager.new_instance()",
+            "    state = instance_state(obj)",
+            "    values = instance_dict(obj)",
         ]
     lines += [
-        "        state.key = key",
-        "        state.identity_token = None",
-        "        state.session_id = h.session_id",
-        "        h.identity_map._add_unpresent(state, key)",
-        "        h.fresh.add(id(obj))",
+        "    state.key = key",
+        "    state.identity_token = None",
+        "    state.session_id = h.session_id",
+        "    h.states[key] = state",  # IdentityMap._add_unpresent, inline
+        "    state._instance_dict = h.map_ref",
+        "    h.fresh[id(obj)] = obj",
     ]
     for i, (name, position, process) in enumerate(columns):
         value = f"row[{int(position)}]"
         if process is not None:
             scope[f"process_{i}"] = process
             value = f"process_{i}({value})"
-        lines.append(f"        values[{name!r}] = {value}")
+        lines.append(f"    values[{name!r}] = {value}")
     for i, (name, joined) in enumerate(joins):
         scope[f"join_{i}"] = joined.make
-        lines.append(f"        values[{name!r}] = join_{i}(h, row)")
-    lines += [
-        "    else:",
-        "        h.existing(entity, obj, row)",
-        "    h.made[key] = obj",
-        "    return obj",
-    ]
+        lines.append(f"    values[{name!r}] = join_{i}(h, row)")
+    lines.append("    return obj")
     exec("\n".join(lines), scope)  # names are repr()-quoted, positions ints
     entity = Entity(mapper, identity_class, columns, pk, partial_pks, joins, scope["make"])
     scope["entity"] = entity
@@ -134,15 +133,18 @@ def entity_of(
 class Hydrator:
     """Makes (or finds) the objects of one read in a session's identity map."""
 
-    __slots__ = ("fresh", "identity_map", "made", "overwrite", "session_id", "states")
+    __slots__ = ("fresh", "identity_map", "kept", "map_ref", "overwrite", "session_id", "states")
 
     def __init__(self, session: Session, overwrite: bool) -> None:
         self.identity_map = session.identity_map
         self.states = self.identity_map._dict  # identity key -> state
+        self.map_ref = self.identity_map._wr  # what a state in the map points back to
         self.session_id = session.hash_key
         self.overwrite = overwrite
-        self.made: dict[Any, Any] = {}
-        self.fresh: set[int] = set()  # ids of the objects this read created (kept in `made`)
+        # The objects this read created, and those it found in the session and
+        # filled in, by id; held here so that no id is reused during the read.
+        self.fresh: dict[int, Any] = {}
+        self.kept: dict[int, Any] = {}
 
     def build(self, entity: Entity, row: Sequence[Any]) -> Any:
         """The object of `entity` in `row` (None when its primary key is NULL)."""
@@ -174,7 +176,11 @@ class Hydrator:
 
     def existing(self, entity: Entity, obj: Any, row: Sequence[Any]) -> None:
         """An object the session had: overwritten with ``populate_existing``, else only
-        its unloaded attributes filled in (as SQLAlchemy's partial population does)."""
+        its unloaded attributes filled in (as SQLAlchemy's partial population does);
+        once per read."""
+        if id(obj) in self.kept:
+            return
+        self.kept[id(obj)] = obj
         state = instance_state(obj)
         values = instance_dict(obj)
         unloaded = None if self.overwrite else state.unloaded
