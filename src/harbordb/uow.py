@@ -63,7 +63,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from harbordb import checkout, greenlets
 from harbordb.detaching import detach_all
-from harbordb.driver import fetch, held
+from harbordb.driver import _HELD, fetch, held
 from harbordb.errors import (
     AfterCommitError,
     CommitUncertain,
@@ -388,8 +388,11 @@ class UnitOfWork:
             self._detector.detach()
         if self._session is not None:
             # No reference cycle through the session's info: the unit of work, its
-            # session and connection are freed at once, not by the garbage collector.
+            # session and connection are freed at once, not by the garbage collector
+            # (the connection found for driver reads holds the session's transaction,
+            # which holds the session).
             self._session.info.pop(UNIT_OF_WORK_KEY, None)
+            self._session.info.pop(_HELD, None)
 
     def _wrote(self) -> bool:
         """Whether this unit of work has written, or holds changes not yet flushed.

@@ -13,6 +13,7 @@ import anyio
 import pytest
 from benchmarks.counting import count_round_trips
 from sqlalchemy import text
+from tests.library.repositories import AuthorRepository
 
 from harbordb import Database, checkout, count_queries
 
@@ -126,6 +127,23 @@ async def test_a_finished_unit_of_work_is_freed_without_the_garbage_collector(
         finished = weakref.ref(uow)
         del uow
         assert finished() is None  # no reference cycle through the session's info
+    finally:
+        gc.enable()
+
+
+async def test_a_unit_of_work_that_read_on_the_driver_is_freed_without_the_collector(
+    db: Database,
+) -> None:
+    """A read on the driver (here a repository's) remembers the session's connection
+    and transaction in the session's info: no cycle is left through it at the end."""
+    gc.collect()
+    gc.disable()
+    try:
+        async with db.unit_of_work(read_only=True) as uow:
+            assert await uow.repository(AuthorRepository).get_or_none(-1) is None
+            session = weakref.ref(uow.session.sync_session)
+        del uow
+        assert session() is None
     finally:
         gc.enable()
 
