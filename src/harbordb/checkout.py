@@ -61,6 +61,7 @@ def sends_nothing_back(connection: Connection) -> bool:
 def untouched(session: Session) -> bool:
     """Whether `session` never began a transaction and holds no object: closing it
     would do nothing but empty maps that are empty already."""
-    # Iterating a session yields its pending and persistent objects (deleted ones
-    # stay persistent until a flush).
-    return session.get_transaction() is None and next(iter(session), None) is None
+    # Pending objects are in `new`, persistent ones in the identity map (deleted ones
+    # too, until a flush); counted, not iterated: a read that needed no transaction
+    # (`harbordb.repository.direct`) may have left hundreds there.
+    return session.get_transaction() is None and not session.new and len(session.identity_map) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -12,10 +13,13 @@ from typing import Any
 import anyio
 import pytest
 from benchmarks.counting import count_round_trips
-from sqlalchemy import text
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.engine import Connection
+from tests.library.models import Author
 from tests.library.repositories import AuthorRepository
 
 from harbordb import Database, checkout, count_queries
+from harbordb.querycount import observe_direct
 
 HOW = ["task.cancel", "anyio cancel scope"]
 
@@ -146,6 +150,71 @@ async def test_a_unit_of_work_that_read_on_the_driver_is_freed_without_the_colle
         assert session() is None
     finally:
         gc.enable()
+
+
+async def test_a_read_on_the_driver_begins_no_session_transaction(db: Database) -> None:
+    """A repository read on a unit of work's own connection needs no transaction of the
+    session's; a write after it begins one on that connection and commits."""
+    email = f"checkout-{uuid.uuid4().hex}@example.com"
+    try:
+        async with db.unit_of_work() as uow:
+            with count_queries(db) as queries:
+                assert await uow.repository(AuthorRepository).get_or_none(-1) is None
+            assert queries.count == 1
+            assert uow.session.sync_session.get_transaction() is None
+            uow.session.add(Author(email=email, name="Ada"))
+            await uow.commit()
+        async with db.unit_of_work(read_only=True) as uow:
+            found = await uow.session.scalar(select(Author.name).where(Author.email == email))
+        assert found == "Ada"
+    finally:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(delete(Author).where(Author.email == email))
+            await uow.commit()
+
+
+async def test_a_snapshot_the_driver_began_is_the_sessions_too(db: Database) -> None:
+    """At REPEATABLE READ the read begins the transaction on the driver; the session's
+    statements after it run in that transaction, on its snapshot."""
+    email = f"checkout-{uuid.uuid4().hex}@example.com"
+    count = select(func.count()).select_from(Author).where(Author.email == email)
+    try:
+        async with db.unit_of_work(isolation_level="REPEATABLE READ", read_only=True) as uow:
+            assert await uow.repository(AuthorRepository).get_or_none(-1) is None
+            assert uow.session.sync_session.get_transaction() is None
+            async with db.unit_of_work() as other:
+                other.session.add(Author(email=email, name="Ada"))
+                await other.commit()
+            assert await uow.session.scalar(count) == 0  # the snapshot of the read
+            level = await uow.session.scalar(
+                text("SELECT current_setting('transaction_isolation')")
+            )
+            assert level == "repeatable read"
+        async with db.unit_of_work(read_only=True) as uow:
+            assert await uow.session.scalar(count) == 1
+    finally:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(delete(Author).where(Author.email == email))
+            await uow.commit()
+
+
+async def test_with_statement_observers_a_read_begins_the_sessions_transaction(
+    db: Database,
+) -> None:
+    """The unit of work's span hangs off the session's transaction."""
+
+    class Observer:
+        def direct_started(self, connection: Connection, statement: str) -> Any:
+            return lambda rows, error: None
+
+    observer = Observer()
+    observe_direct(db.engine.sync_engine, observer)
+    try:
+        async with db.unit_of_work() as uow:
+            assert await uow.repository(AuthorRepository).get_or_none(-1) is None
+            assert uow.session.sync_session.get_transaction() is not None
+    finally:
+        observe_direct(db.engine.sync_engine, observer, remove=True)
 
 
 async def test_a_connection_is_returned_unshielded_only_while_nothing_is_begun(
