@@ -15,6 +15,7 @@ import pytest
 from benchmarks.counting import count_round_trips
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 from tests.library.models import Author
 from tests.library.repositories import AuthorRepository
 
@@ -196,6 +197,20 @@ async def test_a_snapshot_the_driver_began_is_the_sessions_too(db: Database) -> 
         async with db.unit_of_work() as uow:
             await uow.session.execute(delete(Author).where(Author.email == email))
             await uow.commit()
+
+
+async def test_a_session_on_a_connection_of_its_callers_begins_its_transaction(
+    db: Database,
+) -> None:
+    """Only a unit of work's own connection reads without the session's transaction:
+    on the caller's, that transaction ends whatever the read began."""
+    async with db.engine.connect() as connection:
+        await connection.execution_options(isolation_level="REPEATABLE READ")
+        session = AsyncSession(connection)
+        assert await AuthorRepository(session).get_or_none(-1) is None
+        assert session.sync_session.get_transaction() is not None
+        await session.close()
+        assert not connection.in_transaction()
 
 
 async def test_with_statement_observers_a_read_begins_the_sessions_transaction(

@@ -88,6 +88,7 @@ SQLALCHEMY_MEMBERS = {
 }
 
 _HELD = "harbordb.driver.connection"  # shared with harbordb.driver.held
+_UNIT_OF_WORK = "harbordb.unit_of_work"  # harbordb.uow.UNIT_OF_WORK_KEY
 
 
 class _NotDirect(Exception):
@@ -196,9 +197,9 @@ def held_connection(session: Session, mapper: Mapper[Any]) -> Held | None:
 
 
 def _unbegun(session: Session, bind: Any) -> Held | None:
-    """`bind`, when `session` is bound to a connection of its own on which nothing has
-    begun (a unit of work's session: `harbordb.checkout`), nothing listens for the
-    session's transaction to begin and no statement observer is on the engine.
+    """`bind`, when `session` is a unit of work's, bound to the connection the unit of
+    work checked out (`harbordb.checkout`), nothing has begun on it, nothing listens
+    for the session's transaction to begin and no statement observer is on the engine.
 
     Beginning the session's transaction there sends nothing to the server (the
     driver begins, when a read needs it: `harbordb.driver.fetch`), so a read goes
@@ -206,9 +207,12 @@ def _unbegun(session: Session, bind: Any) -> Held | None:
     make and close (about 50 us). The session begins one, on the same connection,
     with its first statement through SQLAlchemy (a flush, a commit); a transaction
     the driver began is the one that statement runs in, and the pool's reset at
-    checkin rolls back one left open."""
+    checkin rolls back one left open. On a connection of the caller's, the session's
+    transaction is what ends a transaction the read began: kept."""
+    work = session.info.get(_UNIT_OF_WORK)
     if (
-        not isinstance(bind, Connection)
+        getattr(work, "_connection", None) is not bind
+        or not isinstance(bind, Connection)
         or bind.in_transaction()
         or bind.closed
         or bind.invalidated
