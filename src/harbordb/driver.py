@@ -182,8 +182,10 @@ def _held_on(transaction: Any, connection: Connection) -> Held:
 
 
 def _connection_of(session: Session) -> Held:
-    """In one greenlet switch: the session's connection and the driver's beneath it."""
-    return _held_on(session.get_transaction(), session.connection())
+    """In one greenlet switch: the session's connection and the driver's beneath it,
+    with the transaction that `Session.connection` begins if none was."""
+    connection = session.connection()
+    return _held_on(session.get_transaction(), connection)
 
 
 async def fetch(connection: Held, sql: str, args: list[Any], *, begin: bool = False) -> list[Any]:

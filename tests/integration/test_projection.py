@@ -742,6 +742,18 @@ async def test_the_unit_of_works_connection_is_found_without_asking_sqlalchemy(
         assert (await held(uow)).connection is session_connection
 
 
+async def test_a_connection_asked_of_sqlalchemy_is_remembered_with_its_transaction(
+    db: Database,
+) -> None:
+    """A session that has not begun: `driver.held` asks SQLAlchemy, which begins the
+    transaction; what it remembers names that transaction, so later reads skip the ask."""
+    async with db.sessionmaker() as session:
+        found = await held(session)
+        assert found.transaction is not None
+        assert found.transaction is session.sync_session.get_transaction()
+        assert await held(session) is found
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
