@@ -188,6 +188,16 @@ def _connection_of(session: Session) -> Held:
     return _held_on(session.get_transaction(), connection)
 
 
+async def connection_lost(session: AsyncSession) -> bool:
+    """Whether the driver already knows the session's connection is gone (no round trip)."""
+    try:
+        connection = await session.connection()
+        driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+        return bool(driver is None or driver.is_closed())
+    except Exception:
+        return True
+
+
 async def fetch(connection: Held, sql: str, args: list[Any], *, begin: bool = False) -> list[Any]:
     """The rows of `sql` with positional `args`, in the session's transaction.
 

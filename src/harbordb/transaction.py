@@ -2,7 +2,9 @@
 
 Each setting is applied with ``set_config(name, value, true)``, which is
 ``SET LOCAL`` in function form: names and values travel as bind parameters,
-and everything ends with the transaction (safe behind a transaction pooler).
+nothing is interpolated into SQL, and everything ends with the transaction
+(safe behind PgBouncer in transaction mode). READ ONLY and the isolation level
+are not among them: they travel with BEGIN (`harbordb.uow`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+import anyio
 from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from harbordb.errors import ConfigurationError
+from harbordb.driver import fetch, held
+from harbordb.errors import ConfigurationError, DatabaseError, HarborError, PermissionDenied
 from harbordb.inputs import check_json
 
 Duration = float | timedelta
@@ -64,6 +69,40 @@ def transaction_settings(
     return settings
 
 
+def within_deadline(settings: Mapping[str, str], deadline: float) -> dict[str, str]:
+    """A copy of `settings` whose statement timeout ends by `deadline` (the unit of
+    work's `timeout`, on anyio's clock) at the latest."""
+    settings = dict(settings)
+    if deadline < math.inf:
+        remaining = max(1, math.ceil((deadline - anyio.current_time()) * 1000))
+        given = settings.get("statement_timeout")
+        if given is None or int(given.removesuffix("ms")) > remaining:
+            settings["statement_timeout"] = f"{remaining}ms"
+    return settings
+
+
+def role_error(
+    error: DatabaseError, role: str | None, database_role: str | None
+) -> HarborError | None:
+    """The error naming the public role when the server refused to assume it, else None.
+
+    22023 (invalid value for "role"): the database role does not exist; 42501:
+    the connecting user may not assume it (it is not a member of it).
+    """
+    if role is None or error.sqlstate not in ("22023", "42501"):
+        return None
+    if error.sqlstate == "22023":
+        return ConfigurationError(
+            f"role {role!r} maps to database role {database_role!r}, which the server "
+            "does not have: create it in a migration, or fix Database(roles=...)"
+        )
+    return PermissionDenied(
+        f"role {role!r}: the connecting user may not assume database role "
+        f"{database_role!r} (GRANT {database_role} TO <the service's user>)",
+        sqlstate=error.sqlstate,
+    )
+
+
 def milliseconds(name: str, value: Duration) -> int:
     """A positive duration (seconds or a timedelta) in whole milliseconds, rounded up."""
     if isinstance(value, timedelta):
@@ -78,6 +117,26 @@ def milliseconds(name: str, value: Duration) -> int:
     if ms > _MAX_TIMEOUT_MS:
         raise ConfigurationError(f"{name} must be at most {_MAX_TIMEOUT_MS // 1000} seconds")
     return ms
+
+
+async def send_settings(
+    session: AsyncSession, connection: AsyncConnection, settings: Mapping[str, str], joined: bool
+) -> None:
+    """Send `settings` in one statement, on the session's `connection`.
+
+    On asyncpg the statement goes to the driver, as projection reads do
+    (`harbordb.driver`): BEGIN first, with the flags the checkout set, then the
+    statement, counted, observed and translated as SQLAlchemy's would be, for a
+    fraction of the client CPU. A unit of work `joined` to an outer transaction
+    (its statements run in a savepoint SQLAlchemy begins with the first one) and
+    other drivers send it through the session.
+    """
+    if not joined and connection.dialect.driver == "asyncpg":
+        sql, args = setup_sql(settings)
+        await fetch(await held(session), sql, args, begin=True)
+    else:
+        statement, params = setup_statement(settings)
+        await session.execute(statement, params)
 
 
 def setup_statement(settings: Mapping[str, str]) -> tuple[TextClause, dict[str, str]]:

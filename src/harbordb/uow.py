@@ -21,38 +21,24 @@ again raises `UnitOfWorkClosed`. Database errors leave it as harbordb errors
 
 After the block its objects are detached: what a read loaded stays readable
 (render after the block), what it did not load raises at once. A block that
-committed, or ended without a commit and wrote nothing (every
-``read_only=True`` block), detaches them all at once (`harbordb.detaching`):
-no expire pass, no work per object. One that wrote (`harbordb.writetracking`
-says what counts) or holds unflushed changes and did not commit expires every
-object it loaded: any of them may show uncommitted data (a new row in a
-collection, a trigger's value), so after the block each raises
-`DetachedInstanceError`.
+wrote (`harbordb.writetracking` says what counts) or holds unflushed changes,
+and did not commit, expires every object it loaded: any may show uncommitted
+data (a new row in a collection, a trigger's value), so after the block each
+raises `DetachedInstanceError`. Every other block (every ``read_only=True``
+one) detaches them all at once, at no per-object cost (`harbordb.detaching`).
 
-A unit of work built by `Database` checks its connection out of the pool
-when the block starts (an unreachable server fails at ``async with``) and
-opens its session on that connection when the block first takes
-``uow.session`` (or a repository): a block that never does costs a checkout
-and a checkin, each in one greenlet switch (`harbordb.checkout`).
-
-READ ONLY and the isolation level travel with BEGIN, which SQLAlchemy sends
-with the transaction's first statement (a block that runs none sends
-nothing). The other settings (timeouts, row-level security role and claims)
-are applied in one statement when the block starts, as
-``set_config(name, value, true)``: that is ``SET LOCAL`` in function form,
-so names and values travel as bind parameters, nothing is interpolated into
-SQL, and everything ends with the transaction, which keeps it safe behind
-PgBouncer in transaction mode. On asyncpg that statement goes to the driver
-directly, after BEGIN, as projection reads do (counted and observed all the
-same); a unit of work joined to an outer transaction sends it through its
-session, inside its savepoint.
+A unit of work built by `Database` checks its connection out when the block
+starts (an unreachable server fails at ``async with``) and opens its session
+on it when the block first takes ``uow.session`` or a repository
+(`harbordb.checkout`). READ ONLY and the isolation level travel with BEGIN,
+which SQLAlchemy sends with the first statement; the other settings go in one
+``set_config`` statement when the block starts (`harbordb.transaction`).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self, TypedDict, TypeVar, get_args
@@ -62,15 +48,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from harbordb import checkout, greenlets
+from harbordb.aftercommit import AfterCommitCallback as AfterCommitCallback
+from harbordb.aftercommit import run_callbacks
 from harbordb.detaching import detach_all
-from harbordb.driver import _HELD, fetch, held
+from harbordb.driver import _HELD, connection_lost
 from harbordb.errors import (
-    AfterCommitError,
     CommitUncertain,
     ConfigurationError,
     DatabaseError,
-    HarborError,
-    PermissionDenied,
     Unavailable,
     UnitOfWorkClosed,
     is_driver_error,
@@ -83,14 +68,14 @@ from harbordb.repository import Repository
 from harbordb.transaction import (
     Duration,
     milliseconds,
-    setup_sql,
-    setup_statement,
+    role_error,
+    send_settings,
     transaction_settings,
+    within_deadline,
 )
 from harbordb.writetracking import has_written, start_tracking, stop_tracking, track_writes
 
 IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
-AfterCommitCallback = Callable[[], object]
 
 # Seconds a rollback and close may take once the unit of work is being cancelled.
 CLEANUP_TIMEOUT = 10.0
@@ -201,7 +186,7 @@ class UnitOfWork:
             await self._begin(deadline)
         except DatabaseError as exc:
             await self._finish()
-            refused = _role_error(exc, self._role, self._settings.get("role"))
+            refused = role_error(exc, self._role, self._settings.get("role"))
             if refused is None:
                 raise
             raise refused from exc
@@ -219,12 +204,7 @@ class UnitOfWork:
         unit of work joined to an open transaction sets READ ONLY in that
         statement too: its transaction has begun.
         """
-        settings = dict(self._settings)
-        if deadline < math.inf:
-            remaining = max(1, math.ceil((deadline - anyio.current_time()) * 1000))
-            given = settings.get("statement_timeout")
-            if given is None or int(given.removesuffix("ms")) > remaining:
-                settings["statement_timeout"] = f"{remaining}ms"
+        settings = within_deadline(self._settings, deadline)
         session = self._session
         if session is None:  # given an engine: the unit of work checks out its connection
             assert self._engine is not None
@@ -263,17 +243,11 @@ class UnitOfWork:
     async def _connect(
         self, options: dict[str, Any] | None, settings: Mapping[str, str], joined: bool
     ) -> dict[Any, Any]:
-        """Check out the connection, then send the settings, if any, in one statement;
-        the connection's ``info``.
+        """Check out the connection, then send the settings, if any, in one statement
+        (`harbordb.transaction.send_settings`); the connection's ``info``.
 
         Without a session (given an engine, no settings), the unit of work checks
-        the connection out itself (`harbordb.checkout`). With settings, on asyncpg
-        the statement goes to the driver, as projection reads do
-        (`harbordb.driver`): BEGIN first, with the flags the checkout set, then
-        the statement, counted, observed and translated as SQLAlchemy's would be,
-        for a fraction of the client CPU. A unit of work joined to an outer
-        transaction (its statements run in a savepoint SQLAlchemy begins with the
-        first one) and other drivers send it through the session.
+        the connection out itself (`harbordb.checkout`).
         """
         session = self._session
         if session is None:
@@ -284,12 +258,7 @@ class UnitOfWork:
             return own.info
         connection = await session.connection(execution_options=options)
         if settings:
-            if not joined and connection.dialect.driver == "asyncpg":
-                sql, args = setup_sql(settings)
-                await fetch(await held(session), sql, args, begin=True)
-            else:
-                statement, params = setup_statement(settings)
-                await session.execute(statement, params)
+            await send_settings(session, connection, settings, joined)
         return connection.info
 
     def _open_session(self, bind: AsyncEngine | AsyncConnection) -> AsyncSession:
@@ -432,7 +401,7 @@ class UnitOfWork:
         try:
             with translating():
                 await session.flush()
-            if await _connection_lost(session):  # nothing sent: nothing committed
+            if await connection_lost(session):  # nothing sent: nothing committed
                 raise Unavailable("database connection lost before COMMIT: nothing committed")
         except BaseException:
             self._state = "closed"  # closing the session at the block's end rolls back
@@ -454,7 +423,8 @@ class UnitOfWork:
         except BaseException:
             self._state = "closed"
             raise
-        await self._run_callbacks()
+        callbacks, self._callbacks = self._callbacks, []
+        await run_callbacks(callbacks)
 
     @property
     def committed(self) -> bool:
@@ -522,23 +492,6 @@ class UnitOfWork:
         self._require_open()
         self._callbacks.append(callback)
 
-    async def _run_callbacks(self) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        errors: list[Exception] = []
-        for callback in callbacks:
-            try:
-                result = callback()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise AfterCommitError(
-                f"the transaction committed, but {len(errors)} of {len(callbacks)} "
-                f"after-commit callback(s) raised (first: {type(errors[0]).__name__})",
-                errors,
-            ) from errors[0]
-
     # -- repositories -----------------------------------------------------
 
     def repository(self, cls: type[RepoT]) -> RepoT:
@@ -556,41 +509,9 @@ class UnitOfWork:
         return f"<{type(self).__name__} {self._state}>"
 
 
-async def _connection_lost(session: AsyncSession) -> bool:
-    """Whether the driver already knows the session's connection is gone (no round trip)."""
-    try:
-        connection = await session.connection()
-        driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-        return bool(driver is None or driver.is_closed())
-    except Exception:
-        return True
-
-
 def _closed_message(state: str) -> str:
     if state == "new":
         return "the unit of work has not started: use it as `async with db.unit_of_work() as uow`"
     if state == "committed":
         return "the unit of work was committed and is finished: open a new one"
     return "the unit of work has ended (rolled back): open a new one"
-
-
-def _role_error(
-    error: DatabaseError, role: str | None, database_role: str | None
-) -> HarborError | None:
-    """The error naming the public role when the server refused to assume it, else None.
-
-    22023 (invalid value for "role"): the database role does not exist; 42501:
-    the connecting user may not assume it (it is not a member of it).
-    """
-    if role is None or error.sqlstate not in ("22023", "42501"):
-        return None
-    if error.sqlstate == "22023":
-        return ConfigurationError(
-            f"role {role!r} maps to database role {database_role!r}, which the server "
-            "does not have: create it in a migration, or fix Database(roles=...)"
-        )
-    return PermissionDenied(
-        f"role {role!r}: the connecting user may not assume database role "
-        f"{database_role!r} (GRANT {database_role} TO <the service's user>)",
-        sqlstate=error.sqlstate,
-    )
