@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import gc
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from inspect import signature
 from typing import Any
 
@@ -29,7 +27,6 @@ from sqlalchemy import (
     inspect,
     update,
 )
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -39,32 +36,14 @@ from sqlalchemy.orm import (
     relationship,
 )
 from sqlalchemy.orm.collections import CollectionAdapter
+from tests.integration.observing import direct_statements
 from tests.library.models import Author, Book, BookStatus, Chapter
 from tests.library.repositories import AuthorRepository, CatalogRepository
 
 from harbordb import Database, count_queries
-from harbordb.querycount import observe_direct
 from harbordb.repository import Repository, keyset_query
 from harbordb.repository.base import mapper_of
 from harbordb.repository.direct import SQLALCHEMY_MEMBERS
-
-
-@contextmanager
-def direct_statements(db: Database) -> Iterator[list[str]]:
-    """The statements sent on the driver past SQLAlchemy while open."""
-    seen: list[str] = []
-
-    class Observer:
-        def direct_started(self, connection: Connection, statement: str) -> Any:
-            seen.append(statement)
-            return lambda rows, error: None
-
-    observer = Observer()
-    observe_direct(db.engine.sync_engine, observer)
-    try:
-        yield seen
-    finally:
-        observe_direct(db.engine.sync_engine, observer, remove=True)
 
 
 async def seed(session: AsyncSession, books: int = 2) -> tuple[int, list[int]]:

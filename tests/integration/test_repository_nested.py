@@ -10,41 +10,21 @@ changes under live pooled connections.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import BigInteger, ForeignKey, Integer, MetaData, bindparam, inspect, select, text
 from sqlalchemy.dialects.postgresql import CITEXT
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
+from tests.integration.observing import direct_statements
 from tests.library.models import Author, Book, BookStatus, Chapter, Genre
 from tests.library.repositories import CatalogRepository
 
 from harbordb import Database, count_queries
 from harbordb.errors import DatabaseError
-from harbordb.querycount import observe_direct
 from harbordb.repository import Repository, keyset_query
-
-
-@contextmanager
-def direct_statements(db: Database) -> Iterator[list[str]]:
-    """The statements sent on the driver past SQLAlchemy while open."""
-    seen: list[str] = []
-
-    class Observer:
-        def direct_started(self, connection: Connection, statement: str) -> Any:
-            seen.append(statement)
-            return lambda rows, error: None
-
-    observer = Observer()
-    observe_direct(db.engine.sync_engine, observer)
-    try:
-        yield seen
-    finally:
-        observe_direct(db.engine.sync_engine, observer, remove=True)
 
 
 class AuthorTrees(Repository[Author]):

@@ -14,13 +14,12 @@ import anyio
 import pytest
 from benchmarks.counting import count_round_trips
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from tests.integration.observing import direct_statements
 from tests.library.models import Author
 from tests.library.repositories import AuthorRepository
 
 from harbordb import Database, checkout, count_queries
-from harbordb.querycount import observe_direct
 
 HOW = ["task.cancel", "anyio cancel scope"]
 
@@ -217,19 +216,10 @@ async def test_with_statement_observers_a_read_begins_the_sessions_transaction(
     db: Database,
 ) -> None:
     """The unit of work's span hangs off the session's transaction."""
-
-    class Observer:
-        def direct_started(self, connection: Connection, statement: str) -> Any:
-            return lambda rows, error: None
-
-    observer = Observer()
-    observe_direct(db.engine.sync_engine, observer)
-    try:
+    with direct_statements(db):
         async with db.unit_of_work() as uow:
             assert await uow.repository(AuthorRepository).get_or_none(-1) is None
             assert uow.session.sync_session.get_transaction() is not None
-    finally:
-        observe_direct(db.engine.sync_engine, observer, remove=True)
 
 
 async def test_a_connection_is_returned_unshielded_only_while_nothing_is_begun(
