@@ -33,7 +33,10 @@ class Part:
     """Where one field's value comes from.
 
     ``value``: ``row[index]``, through `call` when given (a converter; a dict, as
-    enum lookup tables are, is subscripted instead of called).
+    enum lookup tables are, is subscripted instead of called). With `fast`, the
+    generated code calls `fast` inline and `call` only where `fast` raises
+    `TypeError` or `ValueError` (a try block costs nothing until it catches; a
+    Python function call per value does).
     ``many``: ``row[index]`` is a list of nested records, `call` the child's
     `Builder`; ``one``: one nested record or None; ``values``: a list of values
     (`call` converts each, when given). ``found-many`` / ``found-one``: read by
@@ -45,6 +48,7 @@ class Part:
     index: int
     call: Any = None
     slot: int = 0
+    fast: Any = None  # ``value``: a C function tried before `call`, which takes what it raises on
 
 
 class Builder:
@@ -209,13 +213,30 @@ def _construct(
     """Lines building ``o`` from row ``r`` (and ``found``)."""
     value = _reader(width)
     values = [_expression(part, position, scope, value) for position, part in enumerate(parts)]
+    first = [*_unpack(width), *_tried(parts, scope, value)]
     twin = _twin(cls, names)
     if twin is None:
-        return [*_unpack(width), f"o = _cls({', '.join(values)})"]
+        return [*first, f"o = _cls({', '.join(values)})"]
     scope["_twin"] = twin
     stores = [f"o.{name} = {value}" for name, value in zip(names, values, strict=True)]
     # Calling the twin (no __init__ of its own) allocates faster than object.__new__.
-    return [*_unpack(width), "o = _twin()", *stores, "o.__class__ = _cls"]
+    return [*first, "o = _twin()", *stores, "o.__class__ = _cls"]
+
+
+def _tried(parts: Sequence[Part], scope: dict[str, Any], value: Callable[[int], str]) -> list[str]:
+    """Lines setting ``tI`` for each part with a `fast` converter (`Part`)."""
+    lines = []
+    for position, part in enumerate(parts):
+        if part.fast is not None:
+            scope[f"_f{position}"], scope[f"_c{position}"] = part.fast, part.call
+            read = value(part.index)
+            lines += [
+                "try:",
+                f"    t{position} = _f{position}({read})",
+                "except (TypeError, ValueError):",
+                f"    t{position} = _c{position}({read})",
+            ]
+    return lines
 
 
 def _expression(
@@ -228,6 +249,8 @@ def _expression(
         return f"found[{part.slot}].get({read})"
     if kind == "found-many":
         return f"(() if (t := found[{part.slot}].get({read})) is None else t)"
+    if part.fast is not None:
+        return f"t{position}"
     if part.call is None:
         if kind == "value":
             return read

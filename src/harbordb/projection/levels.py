@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy import Table, Text, and_, any_, bindparam, cast, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import aliased
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import Cast, UnaryExpression
 from sqlalchemy.sql.selectable import FromClause as Alias
-from sqlalchemy.types import String
+from sqlalchemy.types import DateTime, TypeDecorator
 
 from harbordb import driver
 from harbordb.errors import ConfigurationError
@@ -29,12 +30,11 @@ from harbordb.projection.shape import Field, Kind, Node
 from harbordb.projection.sql import (
     Aliases,
     _child_order,
-    _converter,
     _on,
-    _user_defined,
     build_of,
     carried,
     columns,
+    values_of,
 )
 
 
@@ -58,6 +58,7 @@ def plan(
     entries: list[Any],
     parts: list[Part],
     dialect: Dialect,
+    text_times: bool,
 ) -> tuple[Level, ...]:
     """The levels below `node`, whose row entries are `entries` on `parent`; appends
     to `entries` the keys the children link to (unless a field carries them already),
@@ -79,11 +80,13 @@ def plan(
             parent_key = len(entries) - 1
         kind: PartKind = "found-one" if field.kind == "one" else "found-many"
         parts[index] = Part(kind, parent_key, slot=len(levels))
-        levels.append(_level(index, field, parent_key, remote, dialect))
+        levels.append(_level(index, field, parent_key, remote, dialect, text_times))
     return tuple(levels)
 
 
-def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dialect) -> Level:
+def _level(
+    index: int, field: Field, parent_key: int, remote: Any, dialect: Dialect, text_times: bool
+) -> Level:
     prop = field.prop
     assert prop is not None
     table = prop.mapper.local_table
@@ -102,20 +105,17 @@ def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dial
     convert = None
     at: int | None = None  # where the child's row carries the parent's key
     if field.kind == "values":
-        assert field.value_key is not None
-        value = getattr(aliased(prop.mapper.class_, child), field.value_key)
-        convert = _converter(value.type, dialect)
-        if _user_defined(value.type) or isinstance(value.type, String):
-            value = cast(value, Text)
+        value, convert = values_of(field, prop, child, dialect, text_times)
         entries: list[Any] = [value]
     else:
         assert field.child is not None
         relations: list[tuple[int, Field]] = []
         entries, parts, joins = columns(
-            field.child, child, aliases, dialect, nested=False, relations=relations
-        )
+            field.child, child, aliases, dialect,
+            nested=False, text_times=text_times, relations=relations,
+        )  # fmt: skip
         source = joins.apply(source)
-        children = plan(field.child, relations, child, entries, parts, dialect)
+        children = plan(field.child, relations, child, entries, parts, dialect, text_times)
         if prop.secondary is None:
             at = carried(field.child, parts, remote)
     if at is None:
@@ -127,15 +127,66 @@ def _level(index: int, field: Field, parent_key: int, remote: Any, dialect: Dial
     else:
         collect = build_of(field.child, parts, len(entries)).collect(at, single)
     keys = bindparam("_keys", type_=ARRAY(link.type))
-    statement = select(*entries).select_from(source).where(link == any_(keys))
-    if field.kind != "one":
+    condition = link == any_(keys)
+    if field.kind == "one":
+        statement = select(*entries).select_from(source).where(condition)
+    else:
         # By parent first: each parent's children stay in their order, and the server
         # can take the rows in the link's index order and sort within each parent (an
         # incremental sort) instead of sorting them all (W4's 50,000 orders: 11.7 ms
         # against 23.3 ms, which spilled to disk).
-        statement = statement.order_by(link, *_child_order(field, prop, child))
+        order = [link, *_child_order(field, prop, child)]
+        statement = sorted_then_cast(entries, source, condition, order)
     sql = str(statement.compile(dialect=dialect))
     return Level(index, field.kind, parent_key, sql, at, collect, children)
+
+
+def sorted_then_cast(entries: list[Any], source: Any, condition: Any, order: list[Any]) -> Any:
+    """``SELECT entries FROM source WHERE condition ORDER BY order``, with timestamps
+    read as text (`harbordb.projection.times`) cast only after the sort.
+
+    PostgreSQL computes a select list below the sort that orders it: every cast
+    before the first row goes out, and each sorted row wider. Cast above an
+    ordered subquery, they are computed as the rows stream out, while the client
+    decodes the ones before (W4's 50,000 orders: 9 % less wall time). The outer
+    ``ORDER BY`` repeats the subquery's, which the planner sees is already met
+    (no second sort); it keeps the order a guarantee.
+    """
+    under = [_text_time(entry) for entry in entries]
+    if all(column is None for column in under):
+        return select(*entries).select_from(source).where(condition).order_by(*order)
+    inner = [entry if col is None else col for entry, col in zip(entries, under, strict=True)]
+    keys = [item.element if isinstance(item, UnaryExpression) else item for item in order]
+    sorted_rows = (
+        select(
+            *(column.label(f"_v{i}") for i, column in enumerate(inner)),
+            *(key.label(f"_o{i}") for i, key in enumerate(keys)),
+        )
+        .select_from(source)
+        .where(condition)
+        .order_by(*order)
+        .subquery("_sorted")
+    )
+    outer = [
+        sorted_rows.c[f"_v{i}"] if column is None else cast(sorted_rows.c[f"_v{i}"], Text)
+        for i, column in enumerate(under)
+    ]
+    reorder = [
+        sorted_rows.c[f"_o{i}"].desc()
+        if isinstance(item, UnaryExpression) and item.modifier is operators.desc_op
+        else sorted_rows.c[f"_o{i}"]
+        for i, item in enumerate(order)
+    ]
+    return select(*outer).order_by(*reorder)
+
+
+def _text_time(entry: Any) -> Any:
+    """The timestamp under `entry` when `entry` is its cast to text for reading, else None."""
+    if isinstance(entry, Cast) and isinstance(entry.type, Text):
+        inner = entry.clause
+        if isinstance(inner.type, DateTime) and not isinstance(inner.type, TypeDecorator):
+            return inner
+    return None
 
 
 async def assemble(

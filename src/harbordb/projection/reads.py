@@ -22,6 +22,7 @@ from harbordb.pagination import (
     fingerprint,
     rows_after,
 )
+from harbordb.projection import times
 from harbordb.projection.build import Builder
 from harbordb.projection.levels import Level, assemble, plan
 from harbordb.projection.shape import Node, resolve
@@ -47,6 +48,7 @@ class Compiled:
     build: Builder
     keys: tuple[SortKey, ...] = ()  # page reads: the ordering
     key_columns: tuple[int, ...] = ()  # page reads: where each key's value is in the row
+    key_converters: tuple[Callable[[Any], Any] | None, ...] = ()  # ... and what reads it
     levels: tuple[Level, ...] = ()  # per-level reads: one statement per relationship
     fingerprint: str = ""  # page reads: the ordering's cursor fingerprint
 
@@ -129,7 +131,7 @@ class Projection(Generic[T]):
         """The object whose primary key is `key`, or None. One statement (with
         ``per_level=True``, one per relationship more: see `harbordb.projection.levels`)."""
         connection = await driver.held(source)
-        compiled = self._compile(("get", bool(per_level)), connection.dialect)
+        compiled = self._compile(("get", bool(per_level)), connection)
         pk = self.node.mapper.primary_key
         if len(key) != len(pk):
             raise TypeError(f"{self.node.model.__name__} has a {len(pk)}-column primary key")
@@ -154,7 +156,7 @@ class Projection(Generic[T]):
         or one per relationship more for a wide read (`per_level`: see the class)."""
         connection = await driver.held(source)
         read = ("all", tuple(order_by), limit is not None)
-        compiled = self._choose(read, per_level, limit, connection.dialect)
+        compiled = self._choose(read, per_level, limit, connection)
         values = dict(params or {})
         if limit is not None:
             values["_limit"] = _positive(limit)
@@ -181,7 +183,7 @@ class Projection(Generic[T]):
         """
         shape = ("page", tuple(order_by), after is not None, bool(per_level))
         connection = await driver.held(source)
-        compiled = self._compile(shape, connection.dialect)
+        compiled = self._compile(shape, connection)
         keys, fp = compiled.keys, compiled.fingerprint
         values = dict(params or {})
         values["_limit"] = _positive(limit) + 1  # one more row tells whether a next page exists
@@ -195,7 +197,8 @@ class Projection(Generic[T]):
         cursor = None
         if has_more:
             last = rows[-1]
-            cursor = encode_cursor(fp, [last[i] for i in compiled.key_columns])
+            read = zip(compiled.key_columns, compiled.key_converters, strict=True)
+            cursor = encode_cursor(fp, [last[i] if c is None else c(last[i]) for i, c in read])
         items = await assemble(connection, rows, compiled.levels, compiled.build)
         return Page(tuple(items), cursor, has_more)
 
@@ -213,26 +216,34 @@ class Projection(Generic[T]):
         return expected is not None and expected >= WIDE
 
     def _choose(
-        self, read: tuple[Any, ...], per_level: bool | None, limit: int | None, dialect: Dialect
+        self,
+        read: tuple[Any, ...],
+        per_level: bool | None,
+        limit: int | None,
+        connection: driver.Held,
     ) -> Compiled:
         """The compiled read, of the shape asked for, or chosen (`_per_level`)."""
         if per_level is None and self._per_level(read, limit):
             try:
-                return self._compile((*read, True), dialect)
+                return self._compile((*read, True), connection)
             except ConfigurationError:  # e.g. a relationship on two column pairs
                 self._levels_refused = True
-        return self._compile((*read, bool(per_level)), dialect)
+        return self._compile((*read, bool(per_level)), connection)
 
     # -- compiling ---------------------------------------------------------
 
-    def _compile(self, shape: tuple[Any, ...], dialect: Dialect) -> Compiled:
-        cache_key = (*shape, type(dialect))
+    def _compile(self, shape: tuple[Any, ...], connection: driver.Held) -> Compiled:
+        """The read of `shape` for `connection`: its dialect, and whether it reads
+        timestamps as text (`harbordb.projection.times`)."""
+        dialect = connection.dialect
+        text_times = times.text_times(connection.driver)
+        cache_key = (*shape, type(dialect), text_times)
         compiled = self._compiled.get(cache_key)
         if compiled is None:
-            compiled = self._compiled[cache_key] = self._build(shape, dialect)
+            compiled = self._compiled[cache_key] = self._build(shape, dialect, text_times)
         return compiled
 
-    def _build(self, shape: tuple[Any, ...], dialect: Dialect) -> Compiled:
+    def _build(self, shape: tuple[Any, ...], dialect: Dialect, text_times: bool) -> Compiled:
         node = self.node
         aliases = Aliases()
         root = aliases(node.table)
@@ -240,12 +251,15 @@ class Projection(Generic[T]):
         per_level = bool(shape[-1])
         relations: list[Any] | None = [] if per_level else None
         entries, parts, joins = columns(
-            node, root, aliases, dialect, nested=False, relations=relations
+            node, root, aliases, dialect, nested=False, text_times=text_times, relations=relations
         )
-        levels = plan(node, relations, root, entries, parts, dialect) if relations else ()
+        levels: tuple[Level, ...] = ()
+        if relations:
+            levels = plan(node, relations, root, entries, parts, dialect, text_times)
         conditions = [condition(entity) for condition in self._filters]
         keys: list[SortKey] = []
         key_columns: list[int] = []
+        key_converters: list[Callable[[Any], Any] | None] = []  # for timestamps read as text
         kind = shape[0]
         if kind == "get":
             for i, column in enumerate(node.mapper.primary_key):
@@ -255,15 +269,18 @@ class Projection(Generic[T]):
         else:
             keys = self._sort_keys(entity, shape[1])
             fields = {  # where the row carries each column field
-                field.key: part.index
+                field.key: part
                 for field, part in zip(node.fields, parts, strict=True)
                 if field.key and part.kind == "value"
             }
             for key in keys:
-                if key.name in fields:
-                    key_columns.append(fields[key.name])
+                part = fields.get(key.name)
+                if part is not None:
+                    key_columns.append(part.index)
+                    key_converters.append(part.call if part.call is times.timestamp else None)
                 else:  # carried after the fields, for the cursor
                     key_columns.append(len(entries))
+                    key_converters.append(None)
                     entries.append(key.column)
         build = build_of(node, parts, len(entries))  # the row: entries, keys included
         statement = select(*entries).select_from(joins.apply(root))
@@ -292,6 +309,7 @@ class Projection(Generic[T]):
             build,
             tuple(keys),
             tuple(key_columns),
+            tuple(key_converters),
             levels,
             fingerprint(node.table.name, keys) if keys else "",
         )

@@ -7,7 +7,8 @@ for the values of a column. Path fields (``"variant.product.name"``) LEFT
 JOIN their many-to-one tables into the level that reads them. The driver
 decodes the records into tuples; `harbordb.projection.build` turns them into
 the declared objects, converting only what the driver cannot (enums,
-`TypeDecorator`s).
+`TypeDecorator`s) or what is cheaper read as text (timestamps:
+`harbordb.projection.times`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from sqlalchemy.orm import RelationshipProperty, aliased
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause as Alias
-from sqlalchemy.types import Enum, String, TypeDecorator, TypeEngine
+from sqlalchemy.types import DateTime, Enum, String, TypeDecorator, TypeEngine
 
 from harbordb.errors import ConfigurationError
+from harbordb.projection import times
 from harbordb.projection.build import Builder, Part
 from harbordb.projection.shape import Field, Node
 
@@ -78,10 +80,12 @@ def columns(
     dialect: Dialect,
     *,
     nested: bool,
+    text_times: bool,
     relations: list[tuple[int, Field]] | None = None,
 ) -> tuple[list[Any], list[Part], Joins]:
     """The select-list entries of `node` on `alias`, in field order; where each field's
     value comes from (`harbordb.projection.build.Part`); the joins they need.
+    With `text_times`, timestamps are read as text (`readable`).
 
     A part's ``index`` is its entry's position in the row; the parts themselves are
     in field order. With `relations` (a list to fill, with each field's position),
@@ -99,18 +103,15 @@ def columns(
             else:
                 assert field.expression is not None
                 expression = field.expression(entity)
-            sql_type = expression.type
-            if nested and _user_defined(sql_type):
-                # The driver cannot decode a user-defined type inside an anonymous
-                # record: read its text and convert on the client.
-                expression = cast(expression, Text)
+            expression, convert = readable(expression, dialect, nested, text_times)
             out.append(expression)
-            parts.append(Part("value", index, _converter(sql_type, dialect)))
+            fast = times.PARSE if convert is times.timestamp else None
+            parts.append(Part("value", index, convert, fast=fast))
         elif relations is not None:  # no entry: the caller points the part at a key
             relations.append((position, field))
             parts.append(Part("found-one" if field.kind == "one" else "found-many", -1))
         else:
-            entry, part = _related_subquery(field, index, alias, aliases, dialect)
+            entry, part = _related_subquery(field, index, alias, aliases, dialect, text_times)
             out.append(entry)
             parts.append(part)
     return out, parts, joins
@@ -124,6 +125,7 @@ def carried(node: Node, parts: list[Part], column: Any) -> int | None:
             field.key is not None
             and not field.path
             and part.kind == "value"
+            and part.call is not times.timestamp  # the row holds its text
             and node.mapper.column_attrs[field.key].columns[0] is column
         ):
             return part.index
@@ -133,6 +135,23 @@ def carried(node: Node, parts: list[Part], column: Any) -> int | None:
 def build_of(node: Node, parts: list[Part], width: int) -> Builder:
     """The builder of `node`'s objects from rows of `width` values that `parts` locate."""
     return Builder(node.cls, [field.name for field in node.fields], parts, width)
+
+
+def readable(
+    expression: Any, dialect: Dialect, nested: bool, text_times: bool
+) -> tuple[Any, Callable[[Any], Any] | None]:
+    """`expression` as the statement selects it, and what converts the driver's value.
+
+    A timestamp (not a `TypeDecorator`'s) is selected as text with `text_times`:
+    `harbordb.projection.times`. A user-defined type (a native enum) inside an
+    anonymous record is selected as text too: the driver cannot decode it there.
+    """
+    sql_type = expression.type
+    if text_times and isinstance(sql_type, DateTime) and not isinstance(sql_type, TypeDecorator):
+        return cast(expression, Text), times.timestamp
+    if nested and _user_defined(sql_type):
+        expression = cast(expression, Text)
+    return expression, _converter(sql_type, dialect)
 
 
 def _user_defined(sql_type: TypeEngine[Any]) -> bool:
@@ -182,7 +201,7 @@ class Lookup(dict[Any, Any]):
 
 
 def _related_subquery(
-    field: Field, index: int, parent: Alias, aliases: Aliases, dialect: Dialect
+    field: Field, index: int, parent: Alias, aliases: Aliases, dialect: Dialect, text_times: bool
 ) -> tuple[Any, Part]:
     """The correlated subquery reading relationship `field` (at `index`) into one value."""
     prop = field.prop
@@ -192,18 +211,14 @@ def _related_subquery(
     child = aliases(target_table)
     conditions, source = _join(prop, parent, child)
     if field.kind == "values":
-        assert field.value_key is not None
-        value = getattr(aliased(prop.mapper.class_, child), field.value_key)
-        value_type = value.type
-        if _user_defined(value_type) or isinstance(value_type, String):
-            # text[] has a built-in decoder; varchar[] (and enum arrays) would make the
-            # driver look the array type up on every new connection.
-            value = cast(value, Text)
+        value, convert = values_of(field, prop, child, dialect, text_times)
         aggregate = func.array_agg(aggregate_order_by(value, *_child_order(field, prop, child)))
         query = select(aggregate).select_from(source).where(*conditions)
-        return query.scalar_subquery(), Part("values", index, _converter(value_type, dialect))
+        return query.scalar_subquery(), Part("values", index, convert)
     assert field.child is not None
-    entries, parts, joins = columns(field.child, child, aliases, dialect, nested=True)
+    entries, parts, joins = columns(
+        field.child, child, aliases, dialect, nested=True, text_times=text_times
+    )
     build = build_of(field.child, parts, len(entries))
     source = joins.apply(source)
     row = func.row(*entries)
@@ -213,6 +228,19 @@ def _related_subquery(
     aggregate = func.array_agg(aggregate_order_by(row, *_child_order(field, prop, child)))
     query = select(aggregate).select_from(source).where(*conditions)
     return query.scalar_subquery(), Part("many", index, build)
+
+
+def values_of(
+    field: Field, prop: RelationshipProperty[Any], child: Alias, dialect: Dialect, text_times: bool
+) -> tuple[Any, Callable[[Any], Any] | None]:
+    """The related column a ``values`` field reads on `child`, and its converter."""
+    assert field.value_key is not None
+    value = getattr(aliased(prop.mapper.class_, child), field.value_key)
+    if isinstance(value.type, String):
+        # text[] has a built-in decoder; varchar[] (and enum arrays) would make the
+        # driver look the array type up on every new connection.
+        return cast(value, Text), _converter(value.type, dialect)
+    return readable(value, dialect, True, text_times)
 
 
 def _join(
