@@ -72,12 +72,12 @@ async def test_upgrade_beside_harbor_check_downgrade_upgrade(scratch_url: str) -
     await _run(command.check, library)  # no drift: Harbor's tables are not the library's
     tables, versions = await _state(scratch_url)
     assert tables == harbor_tables | set(Base.metadata.tables)
-    assert versions == {"alembic_version": "0002", "alembic_version_library": "0001"}
+    assert versions == {"alembic_version": "0003", "alembic_version_library": "0001"}
 
     await _run(command.downgrade, library, "base")
     tables, versions = await _state(scratch_url)
     assert tables == harbor_tables
-    assert versions == {"alembic_version": "0002", "alembic_version_library": None}
+    assert versions == {"alembic_version": "0003", "alembic_version_library": None}
 
     await _run(command.upgrade, library, "head")
     assert (await _state(scratch_url))[0] == harbor_tables | set(Base.metadata.tables)

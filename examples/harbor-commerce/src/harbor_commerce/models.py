@@ -214,9 +214,7 @@ class Order(Timestamps, Base):
     __tablename__ = "orders"
 
     id: Mapped[int] = _pk()
-    customer_id: Mapped[int] = mapped_column(
-        ForeignKey("customers.id", ondelete="RESTRICT"), index=True
-    )
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"))
     order_ref: Mapped[str] = mapped_column(String(100), unique=True)
     status: Mapped[OrderStatus] = mapped_column(
         _pg_enum(OrderStatus, "order_status"),
@@ -234,7 +232,12 @@ class Order(Timestamps, Base):
         order_by="OrderItem.variant_id",
     )
 
-    __table_args__ = (CheckConstraint("total_cents >= 0", name="total_cents_non_negative"),)
+    __table_args__ = (
+        CheckConstraint("total_cents >= 0", name="total_cents_non_negative"),
+        # A customer's orders in id order (`Customer.orders`) straight from the index,
+        # no sort after it (migration 0003).
+        Index("ix_orders_customer_id_id", "customer_id", "id"),
+    )
 
 
 class OrderItem(Base):
