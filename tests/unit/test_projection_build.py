@@ -260,3 +260,20 @@ def test_enum_lookup_tables_are_subscripted_by_the_builders() -> None:
     assert by_key == {5: (Colour.RED, Colour.BLUE)}
     with pytest.raises(LookupError, match="not among the defined enum values"):
         value_collector(convert, 1, single=True)([("green", 5)])
+
+
+@pytest.mark.parametrize("width", [None, 2])
+def test_a_fast_converter_is_tried_first_and_its_fallback_takes_what_it_refuses(
+    width: int | None,
+) -> None:
+    fallbacks: list[Any] = []
+
+    def fallback(value: Any) -> Any:
+        fallbacks.append(value)
+        return -1
+
+    parts = [Part("value", 0, call=fallback, fast=int), Part("value", 1)]
+    builder = Builder(Point, ["x", "label"], parts, width)
+    rows = [("7", "a"), (None, "b"), ("seven", "c")]
+    assert builder.fill(list(rows)) == [Point(7, "a"), Point(-1, "b"), Point(-1, "c")]
+    assert fallbacks == [None, "seven"]  # int raised TypeError, then ValueError
