@@ -148,7 +148,7 @@ def sorted_then_cast(entries: list[Any], source: Any, condition: Any, order: lis
     PostgreSQL computes a select list below the sort that orders it: every cast
     before the first row goes out, and each sorted row wider. Cast above an
     ordered subquery, they are computed as the rows stream out, while the client
-    decodes the ones before (W4's 50,000 orders: 9 % less wall time). The outer
+    decodes the ones before (5,000 orders by ``= ANY``: 6.68 -> 6.12 ms of wall time). The outer
     ``ORDER BY`` repeats the subquery's, which the planner sees is already met
     (no second sort); it keeps the order a guarantee.
     """
