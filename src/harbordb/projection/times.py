@@ -6,8 +6,9 @@ asyncpg builds each binary ``timestamp``/``timestamptz`` value through a
 value, and the server's text output keeps up (benchmarks/README.md,
 "Timestamps as text"). The text depends on the session's DateStyle and
 TimeZone, which the server reports to the driver as they change: projections
-read timestamps as text while DateStyle is ISO and TimeZone is UTC
-(`text_times`), and as binary otherwise (another zone's offsets would cost
+and the repository's driver reads (`harbordb.repository.direct`) read
+timestamps as text while DateStyle is ISO and TimeZone is UTC (`text_times`),
+and as binary otherwise (another zone's offsets would cost
 a conversion per value, more than the binary decode).
 
 `timestamp` returns what asyncpg returns for the same value: ``timestamptz``

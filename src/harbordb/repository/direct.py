@@ -43,6 +43,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
+    TIMESTAMP,
     Boolean,
     ColumnElement,
     Date,
@@ -73,6 +74,7 @@ from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.util import await_
 
 from harbordb.driver import Held, fetch
+from harbordb.projection import times
 from harbordb.querycount import has_direct_observers
 from harbordb.repository.objects import Entity, entity_of
 from harbordb.repository.plans import KEYS, CollectionLoad, CompiledPlan, Joins, needs_raiseload
@@ -118,26 +120,31 @@ class Statement:
         ]
 
 
-def collection_statement(load: CollectionLoad, dialect: Dialect) -> Statement | None:
-    """`load` compiled for the driver, or None when SQLAlchemy must load it."""
-    key = id(dialect)
+def collection_statement(
+    load: CollectionLoad, dialect: Dialect, text_times: bool
+) -> Statement | None:
+    """`load` compiled for the driver, or None when SQLAlchemy must load it. With
+    `text_times`, timestamps are read as text (`harbordb.projection.times`)."""
+    key = (id(dialect), text_times)
     if key not in load.direct:
         try:
-            load.direct[key] = _collection(load, dialect)
+            load.direct[key] = _collection(load, dialect, text_times)
         except _NotDirect:
             load.direct[key] = None
     found: Statement | None = load.direct[key]
     return found
 
 
-def root_statement(plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect) -> Statement | None:
+def root_statement(
+    plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect, text_times: bool
+) -> Statement | None:
     """The plan's root level by primary key (``:harbordb_pk_0``...), or None."""
-    key = id(dialect)
+    key = (id(dialect), text_times)
     if key not in plan.direct:
         try:
             if plan.joins is None:
                 raise _NotDirect
-            plan.direct[key] = _by_pk(mapper, plan.joins, dialect)
+            plan.direct[key] = _by_pk(mapper, plan.joins, dialect, text_times)
         except _NotDirect:
             plan.direct[key] = None
     found: Statement | None = plan.direct[key]
@@ -146,11 +153,11 @@ def root_statement(plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect) ->
 
 # Windowed queries seen (an empty dict) and compiled (by dialect): a query is compiled
 # the second time it runs, so one built anew for every call stays with SQLAlchemy.
-_WINDOWS: WeakKeyDictionary[Any, dict[int, Statement | None]] = WeakKeyDictionary()
+_WINDOWS: WeakKeyDictionary[Any, dict[tuple[int, bool], Statement | None]] = WeakKeyDictionary()
 
 
 def window_statement(
-    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
+    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect, text_times: bool
 ) -> Statement | None:
     """A `windowed` query of `select_loaded` for the driver, or None (not yet, or
     never: its root level joins or it selects other entities)."""
@@ -158,10 +165,10 @@ def window_statement(
     if compiled is None:
         _WINDOWS[query] = {}
         return None
-    key = id(dialect)
+    key = (id(dialect), text_times)
     if key not in compiled:
         try:
-            compiled[key] = _window(query, mapper, plan, dialect)
+            compiled[key] = _window(query, mapper, plan, dialect, text_times)
         except _NotDirect:
             compiled[key] = None
     return compiled[key]
@@ -246,14 +253,18 @@ def run(session: Session, held: Held, statement: Statement, values: Mapping[str,
 
 class _Select:
     """Columns and FROM clause of a statement being compiled, entity by entity; with
-    `nested`, the columns of a record nested in an array (`harbordb.repository.nested`)."""
+    `nested`, the columns of a record nested in an array (`harbordb.repository.nested`);
+    with `text_times`, timestamps read as text (`harbordb.projection.times`)."""
 
-    def __init__(self, dialect: Dialect, from_: Any, nested: bool = False) -> None:
+    def __init__(
+        self, dialect: Dialect, from_: Any, nested: bool = False, text_times: bool = False
+    ) -> None:
         self.dialect = dialect
         self.columns: list[Any] = []
         self.from_ = from_
         self.mappers: list[Mapper[Any]] = []
         self.nested = nested
+        self.text_times = text_times
 
     def entity(self, mapper: Mapper[Any], table: Any, joins: Joins) -> Entity:
         _check_mapper(mapper)
@@ -263,9 +274,19 @@ class _Select:
         for prop in mapper.column_attrs:
             column = prop.columns[0]
             positions[column] = len(self.columns)
-            columns.append((prop.key, len(self.columns), _result_processor(column, self.dialect)))
+            process = _result_processor(column, self.dialect)
             selected = table.c[column.key]
-            self.columns.append(_in_record(column, selected) if self.nested else selected)
+            if (
+                self.text_times
+                and process is None
+                and type(column.type) in _TIMESTAMPS
+                and column not in mapper.primary_key  # identity keys stay the driver's values
+            ):
+                selected, process = cast(selected, Text), times.timestamp
+            elif self.nested:
+                selected = _in_record(column, selected)
+            columns.append((prop.key, len(self.columns), process))
+            self.columns.append(selected)
         joined = []
         for relationship, below in joins:
             local, remote = _many_to_one(relationship)
@@ -293,17 +314,17 @@ class _Select:
         return Statement(compiled.string, tuple(params), entity, link, tuple(self.mappers))
 
 
-def _by_pk(mapper: Mapper[Any], joins: Joins, dialect: Dialect) -> Statement:
-    built, entity, stmt = by_pk_parts(mapper, joins, dialect)
+def _by_pk(mapper: Mapper[Any], joins: Joins, dialect: Dialect, text_times: bool) -> Statement:
+    built, entity, stmt = by_pk_parts(mapper, joins, dialect, text_times)
     return built.compile(stmt, entity, -1)
 
 
 def by_pk_parts(
-    mapper: Mapper[Any], joins: Joins, dialect: Dialect
+    mapper: Mapper[Any], joins: Joins, dialect: Dialect, text_times: bool
 ) -> tuple[_Select, Entity, Select[Any]]:
     """The root level by primary key: its columns, entity and statement, uncompiled."""
     table = mapper.local_table
-    built = _Select(dialect, table)
+    built = _Select(dialect, table, text_times=text_times)
     entity = built.entity(mapper, table, joins)
     pk = mapper.primary_key
     params = [bindparam(f"harbordb_pk_{i}", type_=column.type) for i, column in enumerate(pk)]
@@ -313,15 +334,15 @@ def by_pk_parts(
 
 
 def _window(
-    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
+    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect, text_times: bool
 ) -> Statement:
-    built, entity, extras = window_parts(query, mapper, plan, dialect)
+    built, entity, extras = window_parts(query, mapper, plan, dialect, text_times)
     stmt = query.with_only_columns(*built.columns, *extras, maintain_column_froms=True)
     return window_compiled(built, entity, stmt, len(built.columns), dialect)
 
 
 def window_parts(
-    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
+    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect, text_times: bool
 ) -> tuple[_Select, Entity, list[Any]]:
     """A window query's root level: its columns, entity and the query's other columns."""
     described = query.column_descriptions
@@ -331,7 +352,7 @@ def window_parts(
     if not all(isinstance(extra, ColumnElement) for extra in extras):
         raise _NotDirect
     table = mapper.local_table
-    built = _Select(dialect, table)
+    built = _Select(dialect, table, text_times=text_times)
     entity = built.entity(mapper, table, ())
     return built, entity, extras
 
@@ -351,14 +372,14 @@ def window_compiled(
     )
 
 
-def _collection(load: CollectionLoad, dialect: Dialect) -> Statement:
+def _collection(load: CollectionLoad, dialect: Dialect, text_times: bool) -> Statement:
     relationship = load.relationship
     target = relationship.mapper
     table = target.local_table
     link = relationship.synchronize_pairs[0][1]
     secondary = relationship.secondary
     from_: Any = table if secondary is None else table.join(secondary, relationship.secondaryjoin)
-    built = _Select(dialect, from_)
+    built = _Select(dialect, from_, text_times=text_times)
     entity = built.entity(target, table, load.joins)
     position = len(built.columns)
     built.columns.append(link)
@@ -426,6 +447,8 @@ def _ordering(item: Any, table: Any) -> ColumnElement[Any]:
 # their other subclasses (CITEXT is a TEXT of an extension's type).
 _RECORD_SAFE = (Integer, String, Boolean, DateTime, Date, Time, Interval, LargeBinary, Uuid)
 _RECORD_SAFE_PG = (postgresql.TIMESTAMP, postgresql.TIME, postgresql.INTERVAL, postgresql.BYTEA)
+# Timestamp types read as text with `text_times`: SQLAlchemy's and PostgreSQL's own.
+_TIMESTAMPS = (DateTime, TIMESTAMP, postgresql.TIMESTAMP)
 
 
 def _in_record(column: Any, selected: Any) -> Any:

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Result
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
+from harbordb.projection.times import text_times
 from harbordb.repository import direct, nested
 from harbordb.repository.objects import Hydrator
 from harbordb.repository.plans import (
@@ -69,7 +70,9 @@ def load_collections(
         values = {KEYS: list(dict.fromkeys(keys))}
         groups: dict[Any, list[Any]] = {}
         held = direct.held_connection(session, load.relationship.mapper)
-        statement = None if held is None else direct.collection_statement(load, held.dialect)
+        statement = None
+        if held is not None:
+            statement = direct.collection_statement(load, held.dialect, text_times(held.driver))
         if (
             held is not None
             and statement is not None
@@ -114,13 +117,14 @@ def get_direct(
     held = direct.held_connection(session, mapper)
     if held is None:
         return NOT_DIRECT
-    whole = nested.root_statement(plan, mapper, held.dialect)
+    text = text_times(held.driver)
+    whole = nested.root_statement(plan, mapper, held.dialect, text)
     if whole is not None and direct.usable(session, whole, False):
         session._autoflush()
         rows = direct.run(session, held, whole, params)
         found = nested.build(Hydrator(session, False), whole, rows)
         return found[0] if found else None
-    statement = direct.root_statement(plan, mapper, held.dialect)
+    statement = direct.root_statement(plan, mapper, held.dialect, text)
     if statement is None or not direct.usable(session, statement, False):
         return NOT_DIRECT
     session._autoflush()
@@ -142,11 +146,14 @@ def window_direct(session: Session, query: Select[Any], values: Mapping[str, Any
         return NOT_DIRECT
     mapper, plan = root
     held = direct.held_connection(session, mapper)
-    statement = None if held is None else direct.window_statement(query, mapper, plan, held.dialect)
-    if held is None or statement is None:
+    if held is None:
+        return NOT_DIRECT
+    text = text_times(held.driver)
+    statement = direct.window_statement(query, mapper, plan, held.dialect, text)
+    if statement is None:
         return NOT_DIRECT
     overwrite = bool(query.get_execution_options().get("populate_existing"))
-    whole = nested.window_statement(query, mapper, plan, held.dialect)
+    whole = nested.window_statement(query, mapper, plan, held.dialect, text)
     if whole is not None and direct.usable(session, whole, overwrite):
         session._autoflush()
         rows = direct.run(session, held, whole, values)

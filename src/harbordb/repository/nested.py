@@ -61,14 +61,16 @@ class Nest:
     nests: tuple[Nest, ...]
 
 
-def root_statement(plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect) -> Statement | None:
+def root_statement(
+    plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect, text_times: bool
+) -> Statement | None:
     """`get`'s whole plan as one statement, or None (then one per level)."""
-    key = ("nested", id(dialect))
+    key = ("nested", id(dialect), text_times)
     if key not in plan.direct:
         try:
             if plan.joins is None or not plan.loads:
                 raise _NotDirect
-            built, entity, stmt = by_pk_parts(mapper, plan.joins, dialect)
+            built, entity, stmt = by_pk_parts(mapper, plan.joins, dialect, text_times)
             nests = _nests(built, plan.loads, mapper.local_table)
             stmt = stmt.add_columns(*(expression for expression, _ in nests))
             statement = built.compile(stmt, entity, -1)
@@ -80,26 +82,26 @@ def root_statement(plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect) ->
 
 
 # Page queries with their plan nested, by dialect (None: read per level).
-_WINDOWS: WeakKeyDictionary[Any, dict[int, Statement | None]] = WeakKeyDictionary()
+_WINDOWS: WeakKeyDictionary[Any, dict[tuple[int, bool], Statement | None]] = WeakKeyDictionary()
 
 
 def window_statement(
-    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
+    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect, text_times: bool
 ) -> Statement | None:
     """A page query of `select_loaded` whose root level is direct, with its plan nested;
     None when a collection cannot be (then one statement per level)."""
     compiled = _WINDOWS.setdefault(query, {})
-    key = id(dialect)
+    key = (id(dialect), text_times)
     if key not in compiled:
         try:
-            compiled[key] = _window(query, mapper, plan, dialect)
+            compiled[key] = _window(query, mapper, plan, dialect, text_times)
         except _NotDirect:
             compiled[key] = None
     return compiled[key]
 
 
 def _window(
-    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect
+    query: Select[Any], mapper: Mapper[Any], plan: CompiledPlan, dialect: Dialect, text_times: bool
 ) -> Statement:
     """The page query as a subquery, its rows' collections nested above it.
 
@@ -110,7 +112,7 @@ def _window(
     over the same ordering as ``lead()``."""
     if not plan.loads:
         raise _NotDirect
-    built, entity, extras = window_parts(query, mapper, plan, dialect)
+    built, entity, extras = window_parts(query, mapper, plan, dialect, text_times)
     lead = extras[-1] if extras else None
     if not isinstance(lead, Over) or lead.order_by is None:
         raise _NotDirect
@@ -216,7 +218,7 @@ def _nest(load: CollectionLoad, parent: Any, position: int, above: _Select) -> t
         condition = _on(link, remote) == _on(parent, local)
         pairs = relationship.secondary_synchronize_pairs or ()
         source = child.join(link, and_(*(_on(link, s) == _on(child, c) for c, s in pairs)))
-    built = _Select(above.dialect, source, nested=True)
+    built = _Select(above.dialect, source, nested=True, text_times=above.text_times)
     entity = built.entity(target, child, load.joins)
     nests = []
     for below in load.loads:
