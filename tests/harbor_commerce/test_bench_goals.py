@@ -28,6 +28,8 @@ def _run(projection: float, repository: float, raw: float) -> dict[str, Any]:
         (300.0, 1_000.0, "met"),  # 3.3x below
         (400.0, 1_000.0, "not met"),  # 2.5x, and 3x below would be above the floor
         (300.0, 700.0, "out of reach"),  # 3x below 700 KiB is below the floor
+        # 3x below 800 KiB is above the floor (260) but below the leanest raw read (280)
+        (300.0, 800.0, "out of reach"),
     ],
 )
 def test_memory_goal_verdicts(projection: float, repository: float, status: str) -> None:
@@ -35,6 +37,15 @@ def test_memory_goal_verdicts(projection: float, repository: float, status: str)
     assert goal is not None
     assert goal["status"] == status, goal["measured"]
     assert ("out of reach" in goal["measured"]) is (status == "out of reach")
+
+
+def test_without_a_raw_read_the_floor_bounds_the_memory_goal() -> None:
+    run = _run(300.0, 800.0, 280.0)
+    variants = run["workloads"]["W2"]["cases"][0]["variants"]
+    variants[:] = [v for v in variants if v["variant"] != "asyncpg-one"]
+    goal = _memory_goal(run, "projection", 3)
+    assert goal is not None
+    assert goal["status"] == "not met", goal["measured"]  # 800 > 3 x 260
 
 
 def test_memory_goal_names_the_leanest_raw_read() -> None:
