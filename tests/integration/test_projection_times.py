@@ -1,5 +1,5 @@
 """Projections read timestamps as the server's text while the session's DateStyle is
-ISO and its TimeZone UTC (`harbordb.projection.times`), as binary otherwise: the
+ISO and its TimeZone UTC (`harbordb.timestamps`), as binary otherwise: the
 values must be asyncpg's own, to the time zone object, in every shape, directly
 and through PgBouncer.
 

@@ -21,9 +21,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import Cast, UnaryExpression
 from sqlalchemy.sql.selectable import FromClause as Alias
-from sqlalchemy.types import DateTime, TypeDecorator
 
-from harbordb import driver
+from harbordb import driver, timestamps
 from harbordb.errors import ConfigurationError
 from harbordb.projection.build import Builder, Part, PartKind, value_collector
 from harbordb.projection.shape import Field, Kind, Node
@@ -143,7 +142,7 @@ def _level(
 
 def sorted_then_cast(entries: list[Any], source: Any, condition: Any, order: list[Any]) -> Any:
     """``SELECT entries FROM source WHERE condition ORDER BY order``, with timestamps
-    read as text (`harbordb.projection.times`) cast only after the sort.
+    read as text (`harbordb.timestamps`) cast only after the sort.
 
     PostgreSQL computes a select list below the sort that orders it: every cast
     before the first row goes out, and each sorted row wider. Cast above an
@@ -184,7 +183,7 @@ def _text_time(entry: Any) -> Any:
     """The timestamp under `entry` when `entry` is its cast to text for reading, else None."""
     if isinstance(entry, Cast) and isinstance(entry.type, Text):
         inner = entry.clause
-        if isinstance(inner.type, DateTime) and not isinstance(inner.type, TypeDecorator):
+        if timestamps.readable_as_text(inner.type):
             return inner
     return None
 

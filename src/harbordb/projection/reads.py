@@ -11,7 +11,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from harbordb import driver
+from harbordb import driver, timestamps
 from harbordb.errors import ConfigurationError
 from harbordb.pagination import (
     Page,
@@ -22,7 +22,6 @@ from harbordb.pagination import (
     fingerprint,
     rows_after,
 )
-from harbordb.projection import times
 from harbordb.projection.build import Builder
 from harbordb.projection.levels import Level, assemble, plan
 from harbordb.projection.shape import Node, resolve
@@ -234,9 +233,9 @@ class Projection(Generic[T]):
 
     def _compile(self, shape: tuple[Any, ...], connection: driver.Held) -> Compiled:
         """The read of `shape` for `connection`: its dialect, and whether it reads
-        timestamps as text (`harbordb.projection.times`)."""
+        timestamps as text (`harbordb.timestamps`)."""
         dialect = connection.dialect
-        text_times = times.text_times(connection.driver)
+        text_times = timestamps.text_times(connection.driver)
         cache_key = (*shape, type(dialect), text_times)
         compiled = self._compiled.get(cache_key)
         if compiled is None:
@@ -277,7 +276,7 @@ class Projection(Generic[T]):
                 part = fields.get(key.name)
                 if part is not None:
                     key_columns.append(part.index)
-                    key_converters.append(part.call if part.call is times.timestamp else None)
+                    key_converters.append(part.call if part.call is timestamps.timestamp else None)
                 else:  # carried after the fields, for the cursor
                     key_columns.append(len(entries))
                     key_converters.append(None)

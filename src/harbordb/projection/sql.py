@@ -8,7 +8,7 @@ JOIN their many-to-one tables into the level that reads them. The driver
 decodes the records into tuples; `harbordb.projection.build` turns them into
 the declared objects, converting only what the driver cannot (enums,
 `TypeDecorator`s) or what is cheaper read as text (timestamps:
-`harbordb.projection.times`).
+`harbordb.timestamps`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from sqlalchemy.orm import RelationshipProperty, aliased
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause as Alias
-from sqlalchemy.types import DateTime, Enum, String, TypeDecorator, TypeEngine
+from sqlalchemy.types import Enum, String, TypeDecorator, TypeEngine
 
+from harbordb import timestamps
 from harbordb.errors import ConfigurationError
-from harbordb.projection import times
 from harbordb.projection.build import Builder, Part
 from harbordb.projection.shape import Field, Node
 
@@ -105,7 +105,7 @@ def columns(
                 expression = field.expression(entity)
             expression, convert = readable(expression, dialect, nested, text_times)
             out.append(expression)
-            fast = times.PARSE if convert is times.timestamp else None
+            fast = timestamps.PARSE if convert is timestamps.timestamp else None
             parts.append(Part("value", index, convert, fast=fast))
         elif relations is not None:  # no entry: the caller points the part at a key
             relations.append((position, field))
@@ -125,7 +125,7 @@ def carried(node: Node, parts: list[Part], column: Any) -> int | None:
             field.key is not None
             and not field.path
             and part.kind == "value"
-            and part.call is not times.timestamp  # the row holds its text
+            and part.call is not timestamps.timestamp  # the row holds its text
             and node.mapper.column_attrs[field.key].columns[0] is column
         ):
             return part.index
@@ -142,13 +142,13 @@ def readable(
 ) -> tuple[Any, Callable[[Any], Any] | None]:
     """`expression` as the statement selects it, and what converts the driver's value.
 
-    A timestamp (not a `TypeDecorator`'s) is selected as text with `text_times`:
-    `harbordb.projection.times`. A user-defined type (a native enum) inside an
+    A timestamp of a plain type is selected as text with `text_times`:
+    `harbordb.timestamps`. A user-defined type (a native enum) inside an
     anonymous record is selected as text too: the driver cannot decode it there.
     """
     sql_type = expression.type
-    if text_times and isinstance(sql_type, DateTime) and not isinstance(sql_type, TypeDecorator):
-        return cast(expression, Text), times.timestamp
+    if text_times and timestamps.readable_as_text(sql_type):
+        return cast(expression, Text), timestamps.timestamp
     if nested and _user_defined(sql_type):
         expression = cast(expression, Text)
     return expression, _converter(sql_type, dialect)

@@ -43,7 +43,6 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
-    TIMESTAMP,
     Boolean,
     ColumnElement,
     Date,
@@ -73,8 +72,8 @@ from sqlalchemy.sql.elements import BinaryExpression, UnaryExpression
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.util import await_
 
+from harbordb import timestamps
 from harbordb.driver import Held, fetch
-from harbordb.projection import times
 from harbordb.querycount import has_direct_observers
 from harbordb.repository.objects import Entity, entity_of
 from harbordb.repository.plans import KEYS, CollectionLoad, CompiledPlan, Joins, needs_raiseload
@@ -124,7 +123,7 @@ def collection_statement(
     load: CollectionLoad, dialect: Dialect, text_times: bool
 ) -> Statement | None:
     """`load` compiled for the driver, or None when SQLAlchemy must load it. With
-    `text_times`, timestamps are read as text (`harbordb.projection.times`)."""
+    `text_times`, timestamps are read as text (`harbordb.timestamps`)."""
     key = (id(dialect), text_times)
     if key not in load.direct:
         try:
@@ -254,7 +253,7 @@ def run(session: Session, held: Held, statement: Statement, values: Mapping[str,
 class _Select:
     """Columns and FROM clause of a statement being compiled, entity by entity; with
     `nested`, the columns of a record nested in an array (`harbordb.repository.nested`);
-    with `text_times`, timestamps read as text (`harbordb.projection.times`)."""
+    with `text_times`, timestamps read as text (`harbordb.timestamps`)."""
 
     def __init__(
         self, dialect: Dialect, from_: Any, nested: bool = False, text_times: bool = False
@@ -279,10 +278,10 @@ class _Select:
             if (
                 self.text_times
                 and process is None
-                and type(column.type) in _TIMESTAMPS
+                and timestamps.readable_as_text(column.type)
                 and column not in mapper.primary_key  # identity keys stay the driver's values
             ):
-                selected, process = cast(selected, Text), times.timestamp
+                selected, process = cast(selected, Text), timestamps.timestamp
             elif self.nested:
                 selected = _in_record(column, selected)
             columns.append((prop.key, len(self.columns), process))
@@ -447,8 +446,6 @@ def _ordering(item: Any, table: Any) -> ColumnElement[Any]:
 # their other subclasses (CITEXT is a TEXT of an extension's type).
 _RECORD_SAFE = (Integer, String, Boolean, DateTime, Date, Time, Interval, LargeBinary, Uuid)
 _RECORD_SAFE_PG = (postgresql.TIMESTAMP, postgresql.TIME, postgresql.INTERVAL, postgresql.BYTEA)
-# Timestamp types read as text with `text_times`: SQLAlchemy's and PostgreSQL's own.
-_TIMESTAMPS = (DateTime, TIMESTAMP, postgresql.TIMESTAMP)
 
 
 def _in_record(column: Any, selected: Any) -> Any:

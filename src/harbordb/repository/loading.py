@@ -34,7 +34,6 @@ from sqlalchemy.engine import Result
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
-from harbordb.projection.times import text_times
 from harbordb.repository import direct, nested
 from harbordb.repository.objects import Hydrator
 from harbordb.repository.plans import (
@@ -44,6 +43,7 @@ from harbordb.repository.plans import (
     CollectionLoad,
     CompiledPlan,
 )
+from harbordb.timestamps import text_times
 
 
 def load_collections(

@@ -21,6 +21,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import TIMESTAMP, DateTime
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeEngine
+
 PARSE = datetime.fromisoformat
 """What the builders call inline first: right for every finite value in a UTC session.
 On what it refuses (None, the infinities, BC), they call `timestamp`."""
@@ -49,6 +53,16 @@ def _special(text: str | None) -> datetime | None:
         # of the message, as parameters do.
         raise ValueError("a timestamp outside Python's datetime range (years 1 to 9999)")
     return found
+
+
+# SQLAlchemy's and PostgreSQL's own timestamp classes: not their subclasses, nor a
+# TypeDecorator's (whose result processing expects the driver's value).
+_PLAIN = (DateTime, TIMESTAMP, postgresql.TIMESTAMP)
+
+
+def readable_as_text(sql_type: TypeEngine[Any]) -> bool:
+    """Whether values of `sql_type` may be selected as text and read by `timestamp`."""
+    return type(sql_type) in _PLAIN
 
 
 # The names PostgreSQL reports for a TimeZone of UTC (any other: binary timestamps).
