@@ -124,30 +124,35 @@ def collection_statement(
 ) -> Statement | None:
     """`load` compiled for the driver, or None when SQLAlchemy must load it. With
     `text_times`, timestamps are read as text (`harbordb.timestamps`)."""
-    key = (id(dialect), text_times)
-    if key not in load.direct:
-        try:
-            load.direct[key] = _collection(load, dialect, text_times)
-        except _NotDirect:
-            load.direct[key] = None
-    found: Statement | None = load.direct[key]
-    return found
+    return compiled_once(
+        load.direct, (id(dialect), text_times), lambda: _collection(load, dialect, text_times)
+    )
 
 
 def root_statement(
     plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect, text_times: bool
 ) -> Statement | None:
     """The plan's root level by primary key (``:harbordb_pk_0``...), or None."""
-    key = (id(dialect), text_times)
-    if key not in plan.direct:
+
+    def build() -> Statement:
+        if plan.joins is None:
+            raise _NotDirect
+        return _by_pk(mapper, plan.joins, dialect, text_times)
+
+    return compiled_once(plan.direct, (id(dialect), text_times), build)
+
+
+def compiled_once(
+    cache: dict[Any, Statement | None], key: Any, build: Callable[[], Statement]
+) -> Statement | None:
+    """``cache[key]``, from `build` the first time: None where it raised `_NotDirect`
+    (the level is SQLAlchemy's to load, for good)."""
+    if key not in cache:
         try:
-            if plan.joins is None:
-                raise _NotDirect
-            plan.direct[key] = _by_pk(mapper, plan.joins, dialect, text_times)
+            cache[key] = build()
         except _NotDirect:
-            plan.direct[key] = None
-    found: Statement | None = plan.direct[key]
-    return found
+            cache[key] = None
+    return cache[key]
 
 
 # Windowed queries seen (an empty dict) and compiled (by dialect): a query is compiled
@@ -164,13 +169,11 @@ def window_statement(
     if compiled is None:
         _WINDOWS[query] = {}
         return None
-    key = (id(dialect), text_times)
-    if key not in compiled:
-        try:
-            compiled[key] = _window(query, mapper, plan, dialect, text_times)
-        except _NotDirect:
-            compiled[key] = None
-    return compiled[key]
+    return compiled_once(
+        compiled,
+        (id(dialect), text_times),
+        lambda: _window(query, mapper, plan, dialect, text_times),
+    )
 
 
 def held_connection(session: Session, mapper: Mapper[Any]) -> Held | None:

@@ -44,6 +44,7 @@ from harbordb.repository.direct import (
     _NotDirect,
     _Select,
     by_pk_parts,
+    compiled_once,
     window_compiled,
     window_parts,
 )
@@ -65,20 +66,17 @@ def root_statement(
     plan: CompiledPlan, mapper: Mapper[Any], dialect: Dialect, text_times: bool
 ) -> Statement | None:
     """`get`'s whole plan as one statement, or None (then one per level)."""
-    key = ("nested", id(dialect), text_times)
-    if key not in plan.direct:
-        try:
-            if plan.joins is None or not plan.loads:
-                raise _NotDirect
-            built, entity, stmt = by_pk_parts(mapper, plan.joins, dialect, text_times)
-            nests = _nests(built, plan.loads, mapper.local_table)
-            stmt = stmt.add_columns(*(expression for expression, _ in nests))
-            statement = built.compile(stmt, entity, -1)
-            plan.direct[key] = replace(statement, nests=tuple(nest for _, nest in nests))
-        except _NotDirect:
-            plan.direct[key] = None
-    found: Statement | None = plan.direct[key]
-    return found
+
+    def build() -> Statement:
+        if plan.joins is None or not plan.loads:
+            raise _NotDirect
+        built, entity, stmt = by_pk_parts(mapper, plan.joins, dialect, text_times)
+        nests = _nests(built, plan.loads, mapper.local_table)
+        stmt = stmt.add_columns(*(expression for expression, _ in nests))
+        statement = built.compile(stmt, entity, -1)
+        return replace(statement, nests=tuple(nest for _, nest in nests))
+
+    return compiled_once(plan.direct, ("nested", id(dialect), text_times), build)
 
 
 # Page queries with their plan nested, by dialect (None: read per level).
@@ -90,14 +88,11 @@ def window_statement(
 ) -> Statement | None:
     """A page query of `select_loaded` whose root level is direct, with its plan nested;
     None when a collection cannot be (then one statement per level)."""
-    compiled = _WINDOWS.setdefault(query, {})
-    key = (id(dialect), text_times)
-    if key not in compiled:
-        try:
-            compiled[key] = _window(query, mapper, plan, dialect, text_times)
-        except _NotDirect:
-            compiled[key] = None
-    return compiled[key]
+    return compiled_once(
+        _WINDOWS.setdefault(query, {}),
+        (id(dialect), text_times),
+        lambda: _window(query, mapper, plan, dialect, text_times),
+    )
 
 
 def _window(
